@@ -1,0 +1,1 @@
+"""Nurture: lead-nurture automation engine."""

@@ -1,0 +1,63 @@
+"""Durations as marketers write them: ``3d``, ``12h``, ``90m``, ``1w``, ``2 business days``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+_UNITS = {
+    "m": "minutes",
+    "min": "minutes",
+    "mins": "minutes",
+    "minute": "minutes",
+    "minutes": "minutes",
+    "h": "hours",
+    "hr": "hours",
+    "hrs": "hours",
+    "hour": "hours",
+    "hours": "hours",
+    "d": "days",
+    "day": "days",
+    "days": "days",
+    "w": "weeks",
+    "week": "weeks",
+    "weeks": "weeks",
+}
+_PATTERN = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
+_BUSINESS = re.compile(r"^\s*(\d+)\s*business\s*days?\s*$")
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A calendar span, or a count of business days (Monday to Friday in the lead's zone)."""
+
+    span: timedelta = timedelta(0)
+    business_days: int = 0
+
+    @property
+    def is_business(self) -> bool:
+        return self.business_days > 0
+
+    def __str__(self) -> str:
+        if self.is_business:
+            return f"{self.business_days} business day{'s' if self.business_days != 1 else ''}"
+        return str(self.span)
+
+
+def parse_duration(text: str | int) -> Duration:
+    """Parse a duration; raise ValueError with a message a marketer can act on."""
+    raw = str(text).strip().lower()
+    business = _BUSINESS.match(raw)
+    if business:
+        count = int(business.group(1))
+        if count == 0:
+            raise ValueError(f"bad duration {text!r}: business days must be at least 1")
+        return Duration(business_days=count)
+    match = _PATTERN.match(raw)
+    if not match or match.group(2) not in _UNITS:
+        raise ValueError(
+            f"bad duration {text!r}: use a number and a unit, e.g. '3d', '12h', '90m', '1w' "
+            "or '2 business days'"
+        )
+    return Duration(span=timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}))

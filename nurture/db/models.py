@@ -1,0 +1,198 @@
+"""SQLAlchemy 2.x models: the database is the source of truth for every enrollment,
+message, event and suppression. Same code on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so Alembic migrations are the same on every database.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AwareDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every database (SQLite forgets the zone: we store UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Nurture only stores aware datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: AwareDateTime, dict[str, Any]: JSON}
+
+
+class Lead(Base):
+    """A person marketing may nurture. Email is unique regardless of case."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        Index("ux_leads_email_lower", func.lower("email"), unique=True),
+        Index("ix_leads_persona_stage", "persona", "journey_stage"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    first_name: Mapped[str] = mapped_column(String(120), default="")
+    last_name: Mapped[str] = mapped_column(String(120), default="")
+    company: Mapped[str] = mapped_column(String(200), default="")
+    title: Mapped[str] = mapped_column(String(200), default="")
+    industry: Mapped[str] = mapped_column(String(120), default="")
+    company_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    country: Mapped[str] = mapped_column(String(2), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="")
+    locale: Mapped[str] = mapped_column(String(16), default="")
+    persona: Mapped[str] = mapped_column(String(64), default="")
+    journey_stage: Mapped[str] = mapped_column(String(16), default="awareness")
+    lifecycle_stage: Mapped[str] = mapped_column(String(16), default="lead")
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SequenceVersion(Base):
+    """Every version of every sequence that was ever loaded, so enrolled leads can finish
+    the version they started even after the YAML changed."""
+
+    __tablename__ = "sequence_versions"
+    __table_args__ = (UniqueConstraint("key", "version", name="uq_sequence_versions_key_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(120))
+    version: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    source_path: Mapped[str] = mapped_column(String(500), default="")
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Enrollment(Base):
+    """A lead's passage through one version of one sequence."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        # The scheduler's query: due active enrollments, oldest first. Costs what is due.
+        Index("ix_enrollments_due", "status", "next_run_at"),
+        Index("ix_enrollments_lead_sequence", "lead_id", "sequence_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    sequence_key: Mapped[str] = mapped_column(String(120))
+    sequence_version: Mapped[str] = mapped_column(String(16))
+    current_step: Mapped[str] = mapped_column(String(120))
+    # Where the current step's clock started (end of the previous wait or send).
+    step_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_run_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # active -> completed | exited. Claims are leases: claimed_until in the future.
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    claim_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    entered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    exited_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    exit_reason: Mapped[str] = mapped_column(String(200), default="")
+    last_deferral: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Message(Base):
+    """One email per (enrollment, step): claimed before SMTP, marked after."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", name="uq_messages_enrollment_step"),
+        Index("ix_messages_lead_created", "lead_id", "created_at"),
+        Index("ix_messages_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    sequence_key: Mapped[str] = mapped_column(String(120))
+    sequence_version: Mapped[str] = mapped_column(String(16))
+    step_id: Mapped[str] = mapped_column(String(120))
+    variant: Mapped[str] = mapped_column(String(32), default="")
+    # sending -> sent | failed | bounced | unknown (crash between claim and outcome)
+    status: Mapped[str] = mapped_column(String(16), default="sending")
+    to_email: Mapped[str] = mapped_column(String(320), default="")
+    subject: Mapped[str] = mapped_column(String(500), default="")
+    message_id: Mapped[str] = mapped_column(String(250), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Event(Base):
+    """Everything that happens to a lead or a message, in one vocabulary
+    (sent, deferred, bounced, opened, clicked, unsubscribed, page_visit, ...)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_events_dedupe_key"),
+        Index("ix_events_lead_type_time", "lead_id", "type", "occurred_at"),
+        Index("ix_events_message", "message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="CASCADE"), nullable=True
+    )
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
+    )
+    type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Suppression(Base):
+    """Addresses that get nothing, across every sequence. Stored lower-cased."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("email", name="uq_suppressions_email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
