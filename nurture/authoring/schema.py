@@ -6,9 +6,17 @@ from __future__ import annotations
 import re
 from datetime import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from nurture.core.durations import Duration, parse_duration
 
@@ -46,6 +54,12 @@ def _duration(value: Any) -> Duration:
     return value if isinstance(value, Duration) else parse_duration(value)
 
 
+# Written and stored as text ("3d", "2 business days"); a Duration in code.
+DurationText = Annotated[
+    Duration, BeforeValidator(_duration), PlainSerializer(str, return_type=str)
+]
+
+
 class Audience(Strict):
     """Who enters: personas x journey stages, optionally only some lifecycle stages."""
 
@@ -58,11 +72,7 @@ class Entry(Strict):
     """Enter once ever, or again after a cool-down since the last exit."""
 
     policy: Literal["once", "again"] = "once"
-    cooldown: Duration | None = None
-
-    _parse = field_validator("cooldown", mode="before")(
-        lambda v: None if v is None else _duration(v)
-    )
+    cooldown: DurationText | None = None
 
     @model_validator(mode="after")
     def _cooldown_needed(self) -> Entry:
@@ -138,7 +148,7 @@ class Condition(Strict):
     opened: str | None = None
     clicked: str | None = None
     event: str | None = None
-    within: Duration | None = None
+    within: DurationText | None = None
     attribute: str | None = None
     eq: Any = None
     ne: Any = None
@@ -154,8 +164,6 @@ class Condition(Strict):
     any: list[Condition] | None = None
     not_: Condition | None = Field(default=None, alias="not")
     expr: str | None = None
-
-    _parse = field_validator("within", mode="before")(lambda v: None if v is None else _duration(v))
 
     @model_validator(mode="after")
     def _one_kind(self) -> Condition:
@@ -207,13 +215,11 @@ class Step(Strict):
     """One step: exactly one of wait, email, branch, move_to_stage, exit."""
 
     id: str = ""
-    wait: Duration | None = None
+    wait: DurationText | None = None
     email: EmailStep | None = None
     branch: Branch | None = None
     move_to_stage: JourneyStage | None = None
     exit: str | None = None
-
-    _parse = field_validator("wait", mode="before")(lambda v: None if v is None else _duration(v))
 
     @field_validator("id")
     @classmethod

@@ -40,9 +40,14 @@ class Duration:
         return self.business_days > 0
 
     def __str__(self) -> str:
+        """The canonical text, parseable again: ``2 business days``, ``3d``, ``12h``, ``90m``."""
         if self.is_business:
             return f"{self.business_days} business day{'s' if self.business_days != 1 else ''}"
-        return str(self.span)
+        seconds = int(self.span.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds // 60}m"
 
 
 def parse_duration(text: str | int) -> Duration:
