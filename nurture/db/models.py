@@ -17,7 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    func,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -65,7 +65,7 @@ class Lead(Base):
 
     __tablename__ = "leads"
     __table_args__ = (
-        Index("ux_leads_email_lower", func.lower("email"), unique=True),
+        Index("ux_leads_email_lower", text("lower(email)"), unique=True),
         Index("ix_leads_persona_stage", "persona", "journey_stage"),
     )
 

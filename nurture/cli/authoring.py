@@ -1,0 +1,261 @@
+"""``nurture validate`` and ``nurture preview``: checking and looking at authored content."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from nurture.authoring.catalog import SourcedSequence, load_sources
+from nurture.authoring.problems import Problem, display_path
+from nurture.authoring.schema import SequenceSpec, Step
+from nurture.authoring.templates import (
+    LEAD_FIELDS,
+    RenderedEmail,
+    TemplateProblem,
+    TemplateRenderer,
+    build_context,
+    sample_lead,
+)
+from nurture.authoring.validate import ValidationReport, validate_paths
+from nurture.authoring.yamlsource import YamlSourceError, load_yaml
+from nurture.delivery.mime import OutgoingEmail, build_message, make_message_id, serialize
+from nurture.settings import Settings, load_settings
+from nurture.tokens import unsubscribe_url
+
+console = Console()
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Sequence folders or files (default: the configured sequences folder)."),
+]
+TemplatesOpt = Annotated[
+    Path | None, typer.Option("--templates", help="Templates folder (default: configured).")
+]
+SequencesOpt = Annotated[
+    Path | None, typer.Option("--sequences", help="Sequences folder (default: configured).")
+]
+
+
+def validate(
+    paths: PathsArg = None,
+    templates: TemplatesOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Check sequences and templates; print file:line problems; exit 1 on any error."""
+    settings = _settings()
+    report = validate_paths(
+        paths or [settings.sequences_dir],
+        templates or settings.templates_dir,
+        settings.default_locale,
+    )
+    problems = [p.relative_to(Path.cwd()) for p in report.problems]
+    if as_json:
+        typer.echo(json.dumps(_json_report(report, problems), ensure_ascii=False, indent=2))
+    else:
+        for problem in problems:
+            typer.echo(str(problem))
+        typer.echo(_summary(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _json_report(report: ValidationReport, problems: list[Problem]) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "sequences": report.sequences,
+        "templates": report.templates,
+        "errors": [p.to_json() for p in problems],
+    }
+
+
+def _summary(report: ValidationReport) -> str:
+    counts = f"{_count(report.sequences, 'sequence')}, {_count(report.templates, 'template')}"
+    if not report.problems:
+        return f"{counts}: no problems"
+    parts = [_count(len(report.errors), "error")] if report.errors else []
+    parts += [_count(len(report.warnings), "warning")] if report.warnings else []
+    return f"{counts}: {', '.join(parts)}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def preview(
+    sequence: Annotated[str, typer.Argument(help="Sequence key.")],
+    step: Annotated[str, typer.Argument(help="Id of an email step.")],
+    lead: Annotated[
+        Path | None, typer.Option("--lead", help="JSON or YAML file with lead fields.")
+    ] = None,
+    persona: Annotated[str | None, typer.Option("--persona", help="Sample lead persona.")] = None,
+    locale: Annotated[str | None, typer.Option("--locale", help="Locale, e.g. ko.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the files.")] = Path("preview"),
+    sequences: SequencesOpt = None,
+    templates: TemplatesOpt = None,
+) -> None:
+    """Render one email step (subject, HTML, text, .eml) to files, for a sample or given lead."""
+    settings = _settings()
+    source = _find_sequence(sequences or settings.sequences_dir, sequence)
+    email_step = _find_email_step(source.loaded.spec, step)
+    fields = _read_lead(lead) if lead else {}
+    spec = source.loaded.spec
+    chosen_locale = locale or str(fields.get("locale") or settings.default_locale)
+    lead_data = _preview_lead(spec, fields, persona, chosen_locale)
+    rendered, raw = _render(settings, spec, email_step, lead_data, chosen_locale, templates)
+    suffix = "" if chosen_locale == settings.default_locale else f".{chosen_locale}"
+    folder = out / spec.key / f"{email_step.id}{suffix}"
+    written = _write(folder, rendered, raw)
+    _show(rendered, written, lead_data)
+    typer.echo(f"preview written to {display_path(folder.resolve())}")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValidationError as exc:  # a bad NURTURE_* variable: say which, no traceback
+        for error in exc.errors(include_url=False):
+            name = "NURTURE_" + "_".join(str(p) for p in error["loc"]).upper()
+            typer.echo(f"{name}: {error['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+def _find_sequence(folder: Path, key: str) -> SourcedSequence:
+    sources, problems = load_sources([folder])
+    found = next((s for s in sources if s.loaded.spec.key == key), None)
+    if found is not None:
+        return found
+    for problem in problems:
+        typer.echo(str(problem.relative_to(Path.cwd())), err=True)
+    known = ", ".join(sorted(s.loaded.spec.key for s in sources)) or "none"
+    _fail(f"no sequence '{key}' in {folder} (sequences: {known})")
+
+
+def _find_email_step(spec: SequenceSpec, step_id: str) -> Step:
+    emails = ", ".join(s.id for s in spec.steps if s.email is not None) or "none"
+    step = spec.step(step_id)
+    if step is None:
+        _fail(f"sequence '{spec.key}' has no step '{step_id}' (email steps: {emails})")
+    if step.email is None:
+        _fail(f"step '{step_id}' is a {step.kind} step, not an email step (email steps: {emails})")
+    return step
+
+
+def _read_lead(path: Path) -> dict[str, Any]:
+    """Lead fields from a JSON or YAML file; unknown fields are an error, not a surprise."""
+    try:
+        data, lines = load_yaml(path)
+    except YamlSourceError as exc:
+        _fail("\n".join(str(p) for p in exc.problems))
+    if not isinstance(data, dict):
+        _fail(f"{path}:{lines.line_for(())}: a lead file must be a mapping of lead fields")
+    for name in data:
+        if name not in LEAD_FIELDS:
+            allowed = ", ".join(LEAD_FIELDS)
+            _fail(f"{path}:{lines.line_for((name,))}: unknown lead field '{name}' ({allowed})")
+    if not isinstance(data.get("attributes", {}), dict):
+        _fail(f"{path}:{lines.line_for(('attributes',))}: attributes must be a mapping")
+    return data
+
+
+def _preview_lead(
+    spec: SequenceSpec, fields: dict[str, Any], persona: str | None, locale: str
+) -> dict[str, Any]:
+    """A sample lead of the audience, overridden by the file's fields and the options."""
+    chosen = persona or str(fields.get("persona") or spec.audience.personas[0])
+    stage = str(fields.get("journey_stage") or spec.audience.journey_stages[0].value)
+    return {**sample_lead(chosen, stage, locale), **fields, "persona": chosen, "locale": locale}
+
+
+def _render(
+    settings: Settings,
+    spec: SequenceSpec,
+    step: Step,
+    lead: dict[str, Any],
+    locale: str,
+    templates: Path | None,
+) -> tuple[RenderedEmail, bytes]:
+    assert step.email is not None
+    url = unsubscribe_url(settings.base_url, settings.secret_key, 0)
+    context = build_context(
+        lead, settings.sender_name, settings.sender_email, url, spec.key, spec.name, step.id
+    )
+    template, subject = step.email.for_locale(locale)
+    renderer = TemplateRenderer(templates or settings.templates_dir, settings.default_locale)
+    try:
+        rendered = renderer.render_email(template, subject, locale, context)
+        raw = serialize(build_message(_outgoing(settings, spec, step, lead, rendered, url)))
+    except TemplateProblem as exc:
+        _fail(str(exc.to_problem().relative_to(Path.cwd())))
+    except ValueError as exc:  # the message cannot be built, e.g. a bad lead address
+        _fail(f"cannot build the message: {exc}")
+    return rendered, raw
+
+
+def _outgoing(
+    settings: Settings,
+    spec: SequenceSpec,
+    step: Step,
+    lead: dict[str, Any],
+    rendered: RenderedEmail,
+    url: str,
+) -> OutgoingEmail:
+    domain = settings.sender_email.rpartition("@")[2] or "nurture.example"
+    name = f"{lead.get('first_name') or ''} {lead.get('last_name') or ''}".strip()
+    return OutgoingEmail(
+        to_email=str(lead.get("email") or ""),
+        to_name=" ".join(name.split()),
+        from_email=settings.sender_email,
+        from_name=settings.sender_name,
+        reply_to=settings.reply_to,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        message_id=make_message_id(f"preview.{spec.key}.{step.id}", domain),
+        unsubscribe_url=url,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        headers=(("X-Nurture-Sequence", spec.key), ("X-Nurture-Step", step.id)),
+        date=datetime.now(UTC),
+    )
+
+
+def _write(folder: Path, rendered: RenderedEmail, raw: bytes) -> dict[str, Path]:
+    files = {
+        "subject": folder / "subject.txt",
+        "html": folder / "body.html",
+        "text": folder / "body.txt",
+        "eml": folder / "message.eml",
+    }
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        files["subject"].write_text(rendered.subject + "\n", encoding="utf-8")
+        files["html"].write_text(rendered.html, encoding="utf-8")
+        files["text"].write_text(rendered.text, encoding="utf-8")
+        files["eml"].write_bytes(raw)
+    except OSError as exc:
+        _fail(f"cannot write the preview to {folder}: {exc.strerror}")
+    return files
+
+
+def _show(rendered: RenderedEmail, files: dict[str, Path], lead: dict[str, Any]) -> None:
+    table = Table(title=f"Preview: {rendered.subject}", show_lines=False)
+    table.add_column("part")
+    table.add_column("file", overflow="fold")
+    table.add_column("from", overflow="fold")
+    table.add_row("subject", display_path(files["subject"].resolve()), "sequence YAML")
+    table.add_row("html", display_path(files["html"].resolve()), display_path(rendered.html_file))
+    table.add_row("text", display_path(files["text"].resolve()), display_path(rendered.text_file))
+    table.add_row("message", display_path(files["eml"].resolve()), "nurture.delivery.mime")
+    console.print(table)
+    who = f"{lead.get('persona')}/{lead.get('journey_stage')}, locale {lead.get('locale')}"
+    console.print(f"lead: {lead.get('email')} ({who})", markup=False, highlight=False)

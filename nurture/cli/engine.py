@@ -1,0 +1,200 @@
+"""``nurture demo``, ``run``, ``tick`` and ``outbox``: running the engine."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from nurture.bootstrap import AuthoringError, Runtime, build_runtime
+from nurture.db import migrate
+from nurture.db.models import Message
+from nurture.services.advance import BatchReport
+from nurture.services.simulation import SimulationReport, deferral_reasons, simulate
+from nurture.services.ticks import tick as run_tick
+from nurture.settings import load_settings
+
+console = Console()
+log = logging.getLogger("nurture")
+
+# The demo starts on a fixed Monday so its output is the same on every machine.
+DEMO_START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+SAMPLE_LEADS = Path("data/sample_leads.csv")
+
+
+def _runtime_or_exit(now: datetime, **overrides: object) -> Runtime:
+    rt = build_runtime(load_settings(**overrides))
+    try:
+        rt.load_catalog(now)
+    except AuthoringError as exc:
+        for problem in exc.problems:
+            console.print(str(problem), markup=False)
+        console.print("[red]the sequences have errors; fix them (nurture validate)[/]")
+        raise typer.Exit(1) from exc
+    return rt
+
+
+def demo(
+    weeks: Annotated[int, typer.Option(help="Simulated weeks to run.")] = 6,
+    leads: Annotated[Path, typer.Option(help="Leads CSV to import.")] = SAMPLE_LEADS,
+    workdir: Annotated[
+        Path, typer.Option(help="Fresh folder for the demo's db and outbox.")
+    ] = Path("demo"),
+) -> None:
+    """The main job on the embedded default: fresh SQLite, sample leads, simulated weeks."""
+    from nurture.leads.importer import import_leads
+
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    url = f"sqlite:///{workdir / 'nurture.db'}"
+    outbox = workdir / "outbox"
+    migrate.upgrade(url)
+    console.print(f"migrated a fresh database: {workdir / 'nurture.db'}")
+    rt = _runtime_or_exit(
+        DEMO_START, database_url=url, outbox_dir=outbox, transport="outbox", broker_url=""
+    )
+    catalog = rt.require_catalog()
+    console.print(f"loaded {len(catalog.specs())} sequences from {rt.settings.sequences_dir}/")
+    imported = import_leads(
+        leads, rt.sessions, catalog, now=DEMO_START, default_timezone=rt.settings.default_timezone
+    )
+    console.print(
+        f"imported {imported.created} leads ({imported.skipped} rows skipped); "
+        f"enrolled {sum(imported.enrolled.values())}"
+    )
+    started = time.monotonic()
+    report = simulate(rt, DEMO_START, timedelta(weeks=weeks))
+    _print_simulation(rt, report, outbox, time.monotonic() - started)
+    rt.close()
+
+
+def _print_simulation(rt: Runtime, report: SimulationReport, outbox: Path, seconds: float) -> None:
+    console.print(
+        f"\nsimulated {report.start:%Y-%m-%d} to {report.end:%Y-%m-%d} in {report.ticks} ticks "
+        f"({seconds:.1f}s); simulated engagement: {report.opens} opens, {report.clicks} clicks"
+    )
+    _print_sent(report.batches)
+    table = Table(title="Deferred, and why")
+    for col in ("sequence", "reason", "deferrals"):
+        table.add_column(col)
+    for (sequence, reason), count in sorted(deferral_reasons(rt).items()):
+        table.add_row(sequence, reason, str(count))
+    console.print(table)
+    finished = Table(title="Left a sequence")
+    for col in ("sequence", "reason", "leads"):
+        finished.add_column(col)
+    for (sequence, reason), count in sorted(report.batches.finished.items()):
+        finished.add_row(sequence, reason, str(count))
+    console.print(finished)
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_status.items()))
+    emls = len(list(outbox.glob("*.eml"))) if outbox.exists() else 0
+    console.print(f"messages by status: {statuses}")
+    console.print(f"[bold]{emls} emails written to {outbox}/[/]")
+
+
+def _print_sent(report: BatchReport) -> None:
+    table = Table(title="Sent, by sequence and step")
+    for col in ("sequence", "step", "sent"):
+        table.add_column(col)
+    for (sequence, step), count in sorted(report.sent.items()):
+        table.add_row(sequence, step, str(count))
+    table.add_row("[bold]total[/]", "", f"[bold]{report.total_sent}[/]")
+    console.print(table)
+
+
+def tick(
+    now: Annotated[str | None, typer.Option(help="ISO time of the pass (default: now).")] = None,
+) -> None:
+    """One scheduler pass in-process: for cron users and debugging."""
+    at = _parse_now(now)
+    rt = _runtime_or_exit(at)
+    report = run_tick(rt, at)
+    console.print(
+        f"tick at {at.isoformat()}: {report.total_sent} sent, "
+        f"{sum(report.deferred.values())} deferred, {sum(report.finished.values())} finished"
+    )
+    if report.total_sent:
+        _print_sent(report)
+    rt.close()
+
+
+def _parse_now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO time: {text!r}", param_hint="--now") from exc
+    if at.tzinfo is None:
+        raise typer.BadParameter(
+            "give a time zone, e.g. 2026-03-02T09:00+09:00", param_hint="--now"
+        )
+    return at.astimezone(UTC)
+
+
+def run(
+    tick_seconds: Annotated[float | None, typer.Option(help="Seconds between passes.")] = None,
+) -> None:
+    """The engine on one machine without Redis: ticks and sends in-process until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    rt = _runtime_or_exit(datetime.now(UTC))
+    interval = tick_seconds or rt.settings.tick_seconds
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    log.info("engine running: a pass every %ss (Ctrl-C to stop)", interval)
+    try:
+        while not stopping:
+            report = run_tick(rt, datetime.now(UTC))
+            if report.total_sent or report.deferred:
+                log.info(
+                    "pass: %d sent, %d deferred", report.total_sent, sum(report.deferred.values())
+                )
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    log.info("engine stopped")
+    rt.close()
+
+
+def outbox(
+    status: Annotated[str | None, typer.Option(help="Only this status (e.g. unknown).")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+) -> None:
+    """Messages with their status: sent, retry, failed, bounced, and unknown ones."""
+    rt = build_runtime(load_settings())
+    query = select(Message).order_by(Message.id.desc()).limit(limit)
+    if status:
+        query = query.where(Message.status == status)
+    table = Table(title=f"Messages{f' ({status})' if status else ''}")
+    for col in ("id", "to", "sequence", "step", "status", "tries", "created", "sent", "error"):
+        table.add_column(col, overflow="fold")
+    with rt.sessions() as session:
+        for m in session.scalars(query):
+            table.add_row(
+                str(m.id),
+                m.to_email,
+                m.sequence_key,
+                m.step_id,
+                m.status,
+                str(m.attempts),
+                f"{m.created_at:%Y-%m-%d %H:%M}",
+                f"{m.sent_at:%Y-%m-%d %H:%M}" if m.sent_at else "",
+                m.error[:80],
+            )
+    console.print(table)
+    rt.close()

@@ -1,0 +1,271 @@
+"""``nurture leads``: import leads from CSV and list them with where they are."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import Engine, and_, func, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture.authoring.catalog import load_sequences
+from nurture.db.models import Enrollment, Lead
+from nurture.db.session import make_engine, make_session_factory, transaction
+from nurture.leads.importer import (
+    ROW_CONVENTION,
+    ImportAborted,
+    ImportReport,
+    check_file,
+    import_leads,
+)
+from nurture.leads.schema import canonical_timezone
+from nurture.services.catalog import Catalog, publish
+from nurture.settings import Settings, load_settings
+
+app = typer.Typer(help="Leads: import from CSV, list.", no_args_is_help=True)
+
+# Enough rejected rows to see the pattern; the JSON report has them all.
+SHOWN_ERRORS = 50
+REQUIRED_TABLES = ("leads", "enrollments", "sequence_versions", "suppressions")
+
+
+class Fatal(Exception):
+    """Nothing could be imported; the message says why and what to do."""
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="CSV file with a header row; 'email' required.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the report, as JSON.")
+    ] = False,
+    sequences: Annotated[
+        Path | None, typer.Option(help="Sequences folder (default: NURTURE_SEQUENCES_DIR).")
+    ] = None,
+) -> None:
+    """Import (upsert by email) and enroll the leads of a CSV file; bad rows are skipped."""
+    settings = load_settings()
+    console, err_console = Console(), Console(stderr=True)
+    try:
+        report = _run_import(
+            settings, file, sequences or settings.sequences_dir, None if as_json else err_console
+        )
+    except Fatal as exc:
+        if as_json:
+            typer.echo(json.dumps({"error": str(exc)}, indent=2))
+        else:
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        # Plain output: a console would wrap long lines and break the JSON.
+        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_report(report, console)
+    if report.database_errors and report.imported == 0:
+        raise typer.Exit(1)
+
+
+def _run_import(
+    settings: Settings, file: Path, sequences: Path, err_console: Console | None
+) -> ImportReport:
+    """Check the file, publish the sequences, import; ``err_console`` None means quiet."""
+    now = datetime.now(UTC)
+    try:
+        check_file(file)
+    except ImportAborted as exc:
+        raise Fatal(str(exc)) from None
+    engine = _engine(settings)
+    try:
+        factory = make_session_factory(engine)
+        catalog = _publish(factory, sequences, now, err_console)
+        with _progress(err_console) as progress:
+            task = progress.add_task("importing", total=_count_rows(file))
+            report = import_leads(
+                file,
+                factory,
+                catalog,
+                now=now,
+                default_timezone=settings.default_timezone,
+                on_progress=lambda rows: progress.update(task, completed=rows),
+            )
+            progress.update(task, total=report.rows, completed=report.rows)
+        return report
+    except ImportAborted as exc:
+        raise Fatal(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
+def _engine(settings: Settings) -> Engine:
+    """An engine on a migrated database, or Fatal with what to do."""
+    engine = make_engine(settings.database_url)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise Fatal(f"cannot reach the database at {where}: {_first_line(exc)}") from None
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        engine.dispose()
+        raise Fatal(
+            f"the database at {where} lacks the tables {', '.join(missing)}: "
+            "run `nurture db upgrade`"
+        )
+    return engine
+
+
+def _publish(
+    factory: sessionmaker[Session], sequences: Path, now: datetime, err_console: Console | None
+) -> Catalog:
+    """Load the sequences (refusing them if they have errors) and publish new versions."""
+    loaded, problems = load_sequences(sequences)
+    errors = [p for p in problems if p.is_error]
+    if errors:
+        listing = "\n".join(str(p) for p in errors)
+        raise Fatal(f"{listing}\nthe sequences in {sequences} have errors; fix them first")
+    if err_console is not None:
+        for warning in problems:
+            err_console.print(str(warning), markup=False, highlight=False, soft_wrap=True)
+    try:
+        with transaction(factory) as session:
+            return publish(session, loaded, now)
+    except (ValueError, SQLAlchemyError) as exc:
+        raise Fatal(f"cannot publish the sequences: {_first_line(exc)}") from None
+
+
+class RateColumn(ProgressColumn):
+    """Rows per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
+
+
+def _progress(err_console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=err_console is None,
+        transient=False,
+    )
+
+
+def _count_rows(file: Path) -> int:
+    """Data rows, by counting lines (cheap; quoted line breaks make it an estimate)."""
+    lines, last = 0, b"\n"
+    with file.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"  # a last line without a line break
+    return max(lines - 1, 0)
+
+
+def _print_report(report: ImportReport, console: Console) -> None:
+    if report.errors:
+        console.print(f"[bold]Skipped rows[/] ({ROW_CONVENTION}):")
+        for error in report.errors[:SHOWN_ERRORS]:
+            console.print(f"  {error}", markup=False, highlight=False, soft_wrap=True)
+        if len(report.errors) > SHOWN_ERRORS:
+            console.print(f"  ... and {len(report.errors) - SHOWN_ERRORS} more (see --json)")
+    table = Table(title="Import summary", caption=report.file)
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    for label, count in (
+        ("rows read", report.rows),
+        ("created", report.created),
+        ("updated", report.updated),
+        ("skipped", report.skipped),
+    ):
+        table.add_row(label, str(count))
+    for key, count in sorted(report.enrolled.items()):
+        table.add_row(f"enrolled in {key}", str(count))
+    for reason, count in sorted(report.not_enrolled.items()):
+        table.add_row(f"not enrolled: {reason.replace('_', ' ')}", str(count))
+    console.print(table)
+
+
+@app.command("list")
+def list_command(
+    limit: Annotated[int, typer.Option(min=1, help="Leads to show.")] = 50,
+    sequence: Annotated[
+        str | None, typer.Option(help="Only leads active in this sequence (its key).")
+    ] = None,
+) -> None:
+    """Leads with their stage and the sequence they are in; next run in the lead's zone."""
+    settings = load_settings()
+    console = Console()
+    try:
+        engine = _engine(settings)
+    except Fatal as exc:
+        Console(stderr=True).print(
+            f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from None
+    try:
+        with make_session_factory(engine)() as session:
+            total, rows = _lead_rows(session, limit, sequence)
+    finally:
+        engine.dispose()
+    table = Table(title=f"Leads ({len(rows)} of {total})")
+    for column in ("email", "persona", "stage", "lifecycle", "sequence", "step", "next run"):
+        table.add_column(column, overflow="fold")
+    for lead, enrollment in rows:
+        table.add_row(
+            lead.email,
+            lead.persona,
+            lead.journey_stage,
+            lead.lifecycle_stage,
+            enrollment.sequence_key if enrollment else "",
+            enrollment.current_step if enrollment else "",
+            _next_run(lead, enrollment, settings.default_timezone),
+        )
+    console.print(table)
+
+
+def _lead_rows(
+    session: Session, limit: int, sequence: str | None
+) -> tuple[int, list[tuple[Lead, Enrollment | None]]]:
+    active = and_(Enrollment.lead_id == Lead.id, Enrollment.status == "active")
+    query = select(Lead, Enrollment).outerjoin(Enrollment, active)
+    if sequence:
+        query = select(Lead, Enrollment).join(Enrollment, active)
+        query = query.where(Enrollment.sequence_key == sequence)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(query.order_by(Lead.id).limit(limit))
+    return total, [(lead, enrollment) for lead, enrollment in rows]
+
+
+def _next_run(lead: Lead, enrollment: Enrollment | None, default_timezone: str) -> str:
+    if enrollment is None or enrollment.next_run_at is None:
+        return ""
+    zone = canonical_timezone(lead.timezone or default_timezone) or "UTC"
+    return f"{enrollment.next_run_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M %Z}"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

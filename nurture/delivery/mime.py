@@ -1,0 +1,256 @@
+"""Build the MIME message a lead receives; sending is the transports' job.
+
+Everything here is a pure function of an ``OutgoingEmail``: the same email built twice gives
+the same bytes, so a retried send carries the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.policy
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import css_inline
+
+# email.policy.SMTP (CRLF, RFC 2047 headers) with two changes:
+# - cte_type="7bit": bodies get quoted-printable/base64 when needed, so every byte on the wire
+#   is ASCII and no line exceeds 78 characters (no reliance on the server's 8BITMIME, and
+#   css_inline's one-line HTML cannot break the 998-character SMTP limit).
+# - refold_source="none": headers stored raw (List-Unsubscribe) are emitted as we folded them.
+#   The stdlib would otherwise turn a long signed URL into RFC 2047 encoded-words, which no
+#   mail client decodes inside List-Unsubscribe.
+POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+# Headers build_message sets itself; an extra header may not replace or duplicate them.
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "sender",
+        "to",
+        "cc",
+        "bcc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "return-path",
+    }
+)
+
+# RFC 5322 atext plus dots: what may appear on either side of the @ in a Message-ID.
+_ID_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+# Characters allowed in a URI inside <...> of List-Unsubscribe (RFC 3986 minus "," and "<>").
+_URI = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+;=%]+$")
+# Fields of OutgoingEmail that become header text; a line break there would inject headers.
+_HEADER_FIELDS = (
+    "to_email",
+    "to_name",
+    "from_email",
+    "from_name",
+    "reply_to",
+    "subject",
+    "message_id",
+    "unsubscribe_url",
+    "unsubscribe_mailto",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutgoingEmail:
+    """One rendered email, ready to become MIME. Plain data: no I/O, no settings.
+
+    ``html`` is already escaped by the template engine; it is CSS-inlined but never re-escaped.
+    ``message_id`` is the full header value as ``make_message_id`` returns it, ``<token@domain>``;
+    the bare ``token@domain`` is accepted too. ``unsubscribe_url`` is the signed one-click URL
+    (https in production; http is accepted for local development). ``unsubscribe_mailto`` is an
+    address (``unsubscribe@example.com``) or a ``mailto:`` URI, or "" for none. ``headers`` are
+    extra ``(name, value)`` pairs such as ``("X-Nurture-Sequence", "onboarding")``.
+    """
+
+    to_email: str
+    to_name: str
+    from_email: str
+    from_name: str
+    reply_to: str = ""
+    subject: str
+    html: str
+    text: str
+    message_id: str
+    unsubscribe_url: str
+    unsubscribe_mailto: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    date: datetime
+
+
+def make_message_id(token: str, domain: str) -> str:
+    """Return the Message-ID ``<token@domain>``; the same token always gives the same id."""
+    if not _ID_PART.match(token):
+        raise ValueError(
+            f"Message-ID token {token!r} must be dot-separated letters, digits "
+            "or !#$%&'*+/=?^_`{|}~-"
+        )
+    ascii_domain = _idna(domain, "Message-ID domain")
+    if not _ID_PART.match(ascii_domain):
+        raise ValueError(f"Message-ID domain {domain!r} is not a valid domain")
+    return f"<{token}@{ascii_domain}>"
+
+
+def normalize_address(address: str, place: str = "address") -> str:
+    """Return ``address`` with an ASCII (IDNA) domain; reject what needs SMTPUTF8."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"{place}: {address!r} is not an email address (missing local@domain)")
+    if not local.isascii():
+        raise ValueError(
+            f"{place}: {address!r} has a non-ASCII local part, which needs SMTPUTF8 (not supported)"
+        )
+    return f"{local}@{_idna(domain, place)}"
+
+
+def build_message(email: OutgoingEmail) -> EmailMessage:
+    """Build the multipart/alternative message (text then CSS-inlined HTML) for ``email``."""
+    _check_fields(email)
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = _address(email.from_name, email.from_email, "OutgoingEmail.from_email")
+    msg["To"] = _address(email.to_name, email.to_email, "OutgoingEmail.to_email")
+    if email.reply_to:
+        msg["Reply-To"] = _address("", email.reply_to, "OutgoingEmail.reply_to")
+    msg["Subject"] = email.subject
+    msg["Date"] = _aware(email.date)
+    msg["Message-ID"] = _message_id(email.message_id)
+    msg["MIME-Version"] = "1.0"
+    msg.set_raw("List-Unsubscribe", _list_unsubscribe(email))
+    msg["List-Unsubscribe-Post"] = ONE_CLICK
+    for name, value in email.headers:
+        _check_extra_header(name, value)
+        msg[name] = value
+    msg.make_alternative(boundary=_boundary(email.message_id))
+    msg.attach(_text_part(email.text, "plain"))
+    msg.attach(_text_part(inline_css(email.html), "html"))
+    return msg
+
+
+def serialize(msg: EmailMessage) -> bytes:
+    """Return the wire form of ``msg``: CRLF line ends, ASCII only, lines of at most 998."""
+    return msg.as_bytes(policy=POLICY)
+
+
+def inline_css(html: str) -> str:
+    """Copy <style> rules into style="" attributes, keeping the <style> block for media queries."""
+    # Remote stylesheets are never fetched at send time: a send must not hang on, or change with,
+    # a third-party server. <link> tags stay for the clients that load them.
+    inliner = css_inline.CSSInliner(
+        keep_style_tags=True, keep_link_tags=True, load_remote_stylesheets=False
+    )
+    try:
+        return inliner.inline(html)
+    except ValueError as exc:  # css_inline.InlineError is a ValueError
+        raise ValueError(f"OutgoingEmail.html: cannot inline CSS: {exc}") from exc
+
+
+def _check_fields(email: OutgoingEmail) -> None:
+    for name in _HEADER_FIELDS:
+        value = getattr(email, name)
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"OutgoingEmail.{name} contains a line break: {value!r}")
+    for name in ("text", "html"):
+        if not getattr(email, name).strip():
+            raise ValueError(f"OutgoingEmail.{name} is empty; every email needs text and HTML")
+
+
+def _idna(domain: str, place: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"{place}: domain {domain!r} cannot be IDNA-encoded: {exc}") from exc
+
+
+def _address(display_name: str, address: str, place: str) -> Address:
+    addr_spec = normalize_address(address, place)
+    try:
+        return Address(display_name=display_name, addr_spec=addr_spec)
+    except (ValueError, email.errors.HeaderParseError) as exc:
+        raise ValueError(f"{place}: {address!r} is not a valid email address: {exc}") from exc
+
+
+def _aware(date: datetime) -> datetime:
+    if date.tzinfo is None or date.utcoffset() is None:
+        raise ValueError(f"OutgoingEmail.date must be timezone-aware, got naive {date!r}")
+    return date
+
+
+def _message_id(message_id: str) -> str:
+    bare = message_id.strip()
+    if bare.startswith("<") and bare.endswith(">"):
+        bare = bare[1:-1]
+    token, at, domain = bare.rpartition("@")
+    if not at or not _ID_PART.match(token) or not _ID_PART.match(domain):
+        raise ValueError(
+            f"OutgoingEmail.message_id {message_id!r} is not <token@domain>; "
+            "build it with make_message_id()"
+        )
+    return f"<{bare}>"
+
+
+def _list_unsubscribe(email: OutgoingEmail) -> str:
+    url = email.unsubscribe_url
+    if not url.startswith(("https://", "http://")) or not _URI.match(url):
+        raise ValueError(
+            f"OutgoingEmail.unsubscribe_url must be an https URL without spaces, commas or <>, "
+            f"got {url!r}"
+        )
+    entries = [f"<{url}>"]
+    if email.unsubscribe_mailto:
+        entries.append(f"<{_mailto(email.unsubscribe_mailto)}>")
+    # One entry per line: a folded line break may only sit between entries, never in a URI.
+    return ",\n ".join(entries)
+
+
+def _mailto(value: str) -> str:
+    uri = value if value.lower().startswith("mailto:") else f"mailto:{value}"
+    address = uri[len("mailto:") :].split("?", 1)[0]
+    normalize_address(address, "OutgoingEmail.unsubscribe_mailto")
+    if not _URI.match(uri):
+        raise ValueError(
+            f"OutgoingEmail.unsubscribe_mailto {value!r} has characters not allowed in a URI"
+        )
+    return uri
+
+
+def _check_extra_header(name: str, value: str) -> None:
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"OutgoingEmail.headers: {name!r} is not a valid header name")
+    if name.lower() in RESERVED_HEADERS:
+        raise ValueError(
+            f"OutgoingEmail.headers: {name!r} is set by build_message and cannot be overridden"
+        )
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"OutgoingEmail.headers: value of {name!r} contains a line break")
+
+
+def _boundary(message_id: str) -> str:
+    # Derived from the Message-ID so a rebuilt email is byte-for-byte identical; a hex digest
+    # cannot occur in quoted-printable or base64 body lines by accident.
+    return "=_nurture_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+def _text_part(content: str, subtype: str) -> EmailMessage:
+    part = EmailMessage(policy=POLICY)
+    part.set_content(content, subtype=subtype, charset="utf-8")
+    del part["MIME-Version"]  # set_content adds it; it belongs on the top level only
+    return part

@@ -1,0 +1,1 @@
+"""Leads: the validated shape of an incoming lead and the CSV importer."""

@@ -1,0 +1,363 @@
+"""Importing leads from a CSV file: streamed, validated row by row, upserted by email in
+batches (one transaction each), then enrolled by the audience rules.
+
+Rows are numbered as in a spreadsheet: the header is row 1, the first data row is row 2,
+and a blank line is a row too. A bad row is reported (row, field, reason) and skipped; the
+good rows are imported. Only a problem with the file itself (unreadable, no ``email``
+column) stops the import, and it does so before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture.db.models import Lead
+from nurture.db.session import transaction
+from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
+from nurture.services.catalog import Catalog
+from nurture.services.enrollment import enroll_many
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 500
+# Every LeadIn field can be a column; other columns become attributes.
+LEAD_COLUMNS = frozenset(name for name in LeadIn.model_fields if name != "attributes")
+ROW_CONVENTION = "rows are numbered as in a spreadsheet: the header is row 1"
+
+
+class ImportAborted(Exception):
+    """The file cannot be imported at all (nothing was written)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One reason a row was skipped."""
+
+    row: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}: {self.field}" if self.field else f"row {self.row}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class ImportReport:
+    """What an import did. ``created + updated + skipped == rows``."""
+
+    file: str = ""
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    database_errors: int = 0  # batches rolled back (their rows are counted as skipped)
+    enrolled: Counter[str] = field(default_factory=Counter)  # by sequence key
+    not_enrolled: Counter[str] = field(default_factory=Counter)  # by reason (audience Outcome)
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def imported(self) -> int:
+        return self.created + self.updated
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON data."""
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "created": self.created,
+            "updated": self.updated,
+            "skipped": self.skipped,
+            "database_errors": self.database_errors,
+            "enrolled": dict(sorted(self.enrolled.items())),
+            "not_enrolled": dict(sorted(self.not_enrolled.items())),
+            "errors": [{"row": e.row, "field": e.field, "message": e.message} for e in self.errors],
+        }
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str  # a LeadIn field, or an attribute name
+    is_field: bool
+
+
+@dataclass(frozen=True)
+class _Row:
+    number: int
+    lead: LeadIn
+
+
+def import_leads(
+    path: Path,
+    session_factory: sessionmaker[Session],
+    catalog: Catalog,
+    *,
+    now: datetime,
+    default_timezone: str,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import the leads in the CSV file at ``path``; ``on_progress`` gets the number of
+    rows read so far, every ``batch_size`` rows and at the end. Raises ImportAborted if
+    the file is unusable (before anything is written)."""
+    if now.tzinfo is None or batch_size < 1:
+        raise ValueError("now must be timezone-aware and batch_size at least 1")
+    zone = canonical_timezone(default_timezone)
+    if zone is None:
+        raise ImportAborted(f"the default time zone {default_timezone!r} is not an IANA zone")
+    report = ImportReport(file=str(path))
+    context = lead_context(catalog.personas())
+    batch: list[_Row] = []
+    with _open(path) as stream:
+        reader = csv.reader(stream)
+        columns = _read_header(path, reader)
+        for number, values in _records(reader, report):
+            report.rows += 1
+            row = _validate(number, values, columns, context, report)
+            if row is not None:
+                batch.append(row)
+            if len(batch) >= batch_size:
+                _write_batch(session_factory, batch, catalog, now, zone, report)
+                batch = []
+            if on_progress and report.rows % batch_size == 0:
+                on_progress(report.rows)
+        if batch:
+            _write_batch(session_factory, batch, catalog, now, zone, report)
+    if on_progress:
+        on_progress(report.rows)
+    return report
+
+
+def check_file(path: Path) -> None:
+    """Raise ImportAborted if the file cannot be imported at all (unreadable, no header,
+    no ``email`` column), so a caller can refuse it before writing anything."""
+    with _open(path) as stream:
+        _read_header(path, csv.reader(stream))
+
+
+def _open(path: Path) -> TextIO:
+    # utf-8-sig drops Excel's byte-order mark; bytes that are not UTF-8 survive as
+    # surrogates, so the row that holds them is reported instead of the whole file failing.
+    try:
+        return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+    except OSError as exc:
+        raise ImportAborted(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_header(path: Path, reader: Iterator[list[str]]) -> list[_Column]:
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise ImportAborted(f"{path}: row 1 (the header) is not valid CSV: {exc}") from None
+    if not header or not any(cell.strip() for cell in header):
+        raise ImportAborted(f"{path} is empty: expected a header row with an 'email' column")
+    if any("\udc80" <= ch <= "\udcff" for ch in "".join(header)):
+        raise ImportAborted(f"{path}: the header (row 1) is not UTF-8; save the file as UTF-8")
+    columns = [_column(cell) for cell in header]
+    names = [c.name for c in columns if c.name]
+    if "email" not in names:
+        found = ", ".join(repr(n) for n in names[:20]) or "none"
+        raise ImportAborted(f"{path}: the header (row 1) has no 'email' column; found {found}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ImportAborted(f"{path}: the header (row 1) names {', '.join(repeated)} twice")
+    return columns
+
+
+def _column(cell: str) -> _Column:
+    """``First Name`` and ``first-name`` name the first_name field; others are attributes."""
+    name = cell.strip()
+    as_field = name.lower().replace(" ", "_").replace("-", "_")
+    return _Column(as_field, True) if as_field in LEAD_COLUMNS else _Column(name, False)
+
+
+def _records(reader: Iterator[list[str]], report: ImportReport) -> Iterator[tuple[int, list[str]]]:
+    """(row number, values) for each non-blank record; unparseable records are reported."""
+    number = 1
+    while True:
+        number += 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report.rows += 1
+            _skip(report, [RowError(number, "", f"not valid CSV: {exc}")])
+            continue
+        if any(v.strip() for v in values):
+            yield number, values
+
+
+def _validate(
+    number: int,
+    values: list[str],
+    columns: list[_Column],
+    context: dict[str, Any],
+    report: ImportReport,
+) -> _Row | None:
+    data, problems = _row_data(number, values, columns)
+    if not problems:
+        try:
+            return _Row(number, LeadIn.model_validate(data, context=context))
+        except ValidationError as exc:
+            problems = [RowError(number, f, _plain(m)) for f, m in field_errors(exc)]
+    _skip(report, problems)
+    return None
+
+
+def _row_data(
+    number: int, values: list[str], columns: list[_Column]
+) -> tuple[dict[str, Any], list[RowError]]:
+    """The row as LeadIn input: empty values dropped, extra columns as attributes."""
+    extra = [v for v in values[len(columns) :] if v.strip()]
+    if extra:
+        message = f"{len(values)} values but the header has {len(columns)} columns"
+        return {}, [RowError(number, "", message)]
+    data: dict[str, Any] = {}
+    attributes: dict[str, str] = {}
+    problems = []
+    for position, (column, value) in enumerate(zip(columns, values, strict=False), start=1):
+        if not value.strip():
+            continue
+        if not column.name:
+            problems.append(RowError(number, f"column {position}", "has a value but no header"))
+        elif column.is_field:
+            data[column.name] = value
+        else:
+            attributes[column.name] = value.strip()
+    if attributes:
+        data["attributes"] = attributes
+    return data, problems
+
+
+def _plain(message: str) -> str:
+    return "is required (every row needs one)" if message == "Field required" else message
+
+
+def _skip(report: ImportReport, problems: Sequence[RowError]) -> None:
+    report.skipped += 1
+    report.errors.extend(problems)
+
+
+def _write_batch(
+    session_factory: sessionmaker[Session],
+    batch: list[_Row],
+    catalog: Catalog,
+    now: datetime,
+    default_timezone: str,
+    report: ImportReport,
+) -> None:
+    """Upsert and enroll one batch in one transaction; a database error skips the batch."""
+    for attempt in (1, 2):
+        try:
+            with transaction(session_factory) as session:
+                result = _upsert_and_enroll(session, batch, catalog, now, default_timezone)
+        except IntegrityError as exc:
+            # Most likely another import inserted one of these emails meanwhile: the
+            # second attempt finds it and updates it.
+            if attempt == 1:
+                log.info("retrying rows %d-%d after %s", batch[0].number, batch[-1].number, exc)
+                continue
+            _batch_failed(report, batch, exc)
+        except SQLAlchemyError as exc:
+            _batch_failed(report, batch, exc)
+        else:
+            _count(report, result)
+        return
+
+
+@dataclass
+class _BatchResult:
+    created: int = 0
+    updated: int = 0
+    enrolled: Counter[str] = field(default_factory=Counter)
+    not_enrolled: Counter[str] = field(default_factory=Counter)
+
+
+def _upsert_and_enroll(
+    session: Session, batch: list[_Row], catalog: Catalog, now: datetime, default_timezone: str
+) -> _BatchResult:
+    result = _BatchResult()
+    leads = _upsert(session, batch, default_timezone, result)
+    for outcome in enroll_many(session, leads, catalog, now):
+        if outcome.enrollment is not None:
+            result.enrolled[outcome.enrollment.sequence_key] += 1
+        else:
+            result.not_enrolled[outcome.decision.outcome.value] += 1
+    return result
+
+
+def _upsert(
+    session: Session, batch: list[_Row], default_timezone: str, result: _BatchResult
+) -> list[Lead]:
+    """Update the leads that exist, insert the others; a fixed number of statements."""
+    keys = list(dict.fromkeys(row.lead.email.lower() for row in batch))
+    query = select(Lead).where(func.lower(Lead.email).in_(keys))
+    existing = {lead.email.lower(): lead for lead in session.scalars(query)}
+    new: dict[str, dict[str, Any]] = {}
+    for row in batch:
+        key = row.lead.email.lower()
+        if key in existing:
+            _update(existing[key], row.lead)
+        elif key in new:
+            # The same email twice in a file: the later row updates what the earlier gave.
+            _merge(new[key], row.lead)
+        else:
+            new[key] = row.lead.new_lead_values(default_timezone)
+            result.created += 1
+            continue
+        result.updated += 1
+    if new:
+        # One INSERT for the batch (ORM inserts with RETURNING go row by row on SQLite).
+        session.execute(insert(Lead), list(new.values()))
+        inserted = select(Lead).where(func.lower(Lead.email).in_(list(new)))
+        existing.update((lead.email.lower(), lead) for lead in session.scalars(inserted))
+    return [existing[key] for key in keys]
+
+
+def _update(lead: Lead, given: LeadIn) -> None:
+    """Overwrite only what the row gives; attributes are merged. The stored email (and its
+    case) stays: the row matched it case-insensitively."""
+    for name, value in given.provided().items():
+        if name == "attributes":
+            lead.attributes = {**(lead.attributes or {}), **value}
+        elif name != "email":
+            setattr(lead, name, value)
+
+
+def _merge(values: dict[str, Any], given: LeadIn) -> None:
+    """:func:`_update` for a lead not inserted yet."""
+    for name, value in given.provided().items():
+        if name == "attributes":
+            values["attributes"] = {**values["attributes"], **value}
+        elif name != "email":
+            values[name] = value
+
+
+def _count(report: ImportReport, result: _BatchResult) -> None:
+    report.created += result.created
+    report.updated += result.updated
+    report.enrolled.update(result.enrolled)
+    report.not_enrolled.update(result.not_enrolled)
+
+
+def _batch_failed(report: ImportReport, batch: list[_Row], exc: SQLAlchemyError) -> None:
+    first, last = batch[0].number, batch[-1].number
+    log.error("rows %d-%d rolled back: %s", first, last, exc)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    message = f"database error, rows {first}-{last} were not imported: {reason}"
+    report.skipped += len(batch)
+    report.database_errors += 1
+    report.errors.append(RowError(first, "", message))

@@ -1,0 +1,100 @@
+"""The Celery app: ``celery -A nurture.worker worker`` and ``celery -A nurture.worker beat``.
+
+Tasks are thin: they take ids, call a service, and declare their retry policy. Waits live
+in the database (``next_run_at``), never in broker countdowns: with Redis, an ETA task is
+redelivered after the visibility timeout and would run twice."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from celery import Celery
+from sqlalchemy.exc import OperationalError
+
+from nurture.bootstrap import Runtime, build_runtime
+from nurture.services.advance import process_claims
+from nurture.services.scheduler import Claim
+from nurture.services.ticks import dispatch_due
+from nurture.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+SEND_QUEUE, EVENTS_QUEUE, DEFAULT_QUEUE = "send", "events", "default"
+
+_runtime: Runtime | None = None
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured for at-most-once sending (nothing connects yet)."""
+    celery = Celery("nurture", broker=settings.broker_url or DEFAULT_BROKER)
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        # Acknowledge after the task ran: a worker killed mid-task gets it redelivered;
+        # the claim tokens and message rows make the redelivery harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One task at a time per worker process: a slow SMTP batch holds no others hostage.
+        worker_prefetch_multiplier=1,
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={
+            "nurture.advance": {"queue": SEND_QUEUE},
+            "nurture.tick": {"queue": DEFAULT_QUEUE},
+            "nurture.events.*": {"queue": EVENTS_QUEUE},
+        },
+        beat_schedule={
+            "nurture-tick": {"task": "nurture.tick", "schedule": settings.tick_seconds},
+        },
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+        timezone="UTC",
+    )
+    return celery
+
+
+def runtime() -> Runtime:
+    """This worker process's runtime, built on first use (never at import)."""
+    global _runtime
+    if _runtime is None:
+        rt = build_runtime(load_settings())
+        now = datetime.now(UTC)
+        if rt.settings.sequences_dir.is_dir():
+            rt.load_catalog(now)
+        else:
+            rt.catalog_from_db()
+        _runtime = rt
+    return _runtime
+
+
+app = create_celery(load_settings())
+
+
+@app.task(name="nurture.tick", ignore_result=True)
+def tick_task() -> int:
+    """Beat's pass: claim due enrollments and dispatch them to the send queue."""
+    claimed = dispatch_due(runtime(), datetime.now(UTC), _dispatch)
+    if claimed:
+        log.info("tick: dispatched %d enrollments", claimed)
+    return claimed
+
+
+def _dispatch(claims: list[Claim]) -> None:
+    advance_task.delay([[c.enrollment_id, c.token] for c in claims])
+
+
+@app.task(
+    name="nurture.advance",
+    ignore_result=True,
+    autoretry_for=(OperationalError,),  # database briefly away: retry soon
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def advance_task(claims: list[list[int | str]]) -> int:
+    """Advance a batch of claimed enrollments (ids and claim tokens) and send what is due."""
+    parsed = [Claim(int(enrollment_id), str(token)) for enrollment_id, token in claims]
+    report = process_claims(runtime(), parsed, datetime.now(UTC))
+    return report.total_sent

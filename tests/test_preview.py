@@ -1,0 +1,99 @@
+"""`nurture preview`: one email step rendered to files, including a parseable .eml."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from nurture.cli import app
+
+GOOD = Path(__file__).parent / "fixtures" / "authoring" / "good"
+runner = CliRunner()
+
+
+def preview(tmp_path: Path, *args: str) -> Result:
+    folders = ["--sequences", str(GOOD / "sequences"), "--templates", str(GOOD / "templates")]
+    return runner.invoke(app, ["preview", *args, *folders, "--out", str(tmp_path / "out")])
+
+
+def parse(path: Path) -> EmailMessage:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_preview_in_korean_writes_four_files(tmp_path: Path) -> None:
+    result = preview(tmp_path, "finance-awareness", "welcome", "--locale", "ko")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / "finance-awareness" / "welcome.ko"
+    files = ["subject.txt", "body.html", "body.txt", "message.eml"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+    assert "preview written to" in result.output and "welcome.ko" in result.output
+    assert (folder / "subject.txt").read_text(encoding="utf-8") == "김민준님, 결산을 더 빠르게\n"
+    assert "결산을 더 빨리" in (folder / "body.html").read_text(encoding="utf-8")
+    raw = (folder / "message.eml").read_bytes()
+    assert raw.isascii()  # the Korean subject travels RFC 2047-encoded
+    message = parse(folder / "message.eml")
+    assert message["Subject"] == "김민준님, 결산을 더 빠르게"
+    assert message["From"] == "Nurture <hello@nurture.example>"
+    assert message["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/u/")
+    text = message.get_body(("plain",))
+    assert text is not None and "한빛테크 같은 기업의 재무팀" in text.get_content()
+
+
+def test_preview_default_locale_and_lead_file(tmp_path: Path) -> None:
+    lead = tmp_path / "lead.yaml"
+    lead.write_text(
+        "first_name: Dana\nemail: dana@globex.example\ncompany: Globex\n", encoding="utf-8"
+    )
+    result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(lead))
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / "finance-awareness" / "welcome"
+    assert (folder / "subject.txt").read_text() == "Dana, close the books faster\n"
+    message = parse(folder / "message.eml")
+    assert message["To"] == "Dana Morgan <dana@globex.example>"
+    html = message.get_body(("html",))
+    assert html is not None and "companies like Globex" in html.get_content()
+
+
+def test_preview_other_persona_from_json_lead(tmp_path: Path) -> None:
+    lead = tmp_path / "lead.json"
+    lead.write_text('{"first_name": "Kim", "industry": "Logistics"}', encoding="utf-8")
+    args = ["finance-awareness", "case-study", "--lead", str(lead), "--persona", "it_director"]
+    result = preview(tmp_path, *args)
+    assert result.exit_code == 0, result.output
+    subject = tmp_path / "out" / "finance-awareness" / "case-study" / "subject.txt"
+    assert subject.read_text() == "How a logistics company closed 4 days sooner\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope", "welcome"], "no sequence 'nope'"),
+        (["finance-awareness", "nope"], "has no step 'nope' (email steps: welcome, case-study)"),
+        (["finance-awareness", "check"], "step 'check' is a branch step, not an email step"),
+    ],
+)
+def test_preview_unknown_sequence_or_step(tmp_path: Path, args: list[str], message: str) -> None:
+    result = preview(tmp_path, *args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_preview_bad_lead_file(tmp_path: Path) -> None:
+    lead = tmp_path / "lead.yaml"
+    lead.write_text("first_name: Dana\nfavourite: blue\n", encoding="utf-8")
+    result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(lead))
+    assert result.exit_code == 1
+    assert f"{lead}:2: unknown lead field 'favourite'" in result.output
+    lead.write_text("first_name: [Dana\n", encoding="utf-8")
+    result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(lead))
+    assert result.exit_code == 1 and f"{lead}:2: YAML syntax error" in result.output
+    result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(tmp_path / "x.json"))
+    assert result.exit_code == 1 and "cannot read" in result.output
