@@ -28,3 +28,19 @@ def test_downgrade_to_base_and_back(db_url: str) -> None:
     engine = make_engine(db_url)
     assert "leads" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_email_stays_unique_regardless_of_case_after_every_migration(db_url: str) -> None:
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    engine = make_engine(db_url)
+    insert = "INSERT INTO leads (email, first_name, last_name, company, title, industry, country, "
+    insert += "timezone, locale, persona, journey_stage, lifecycle_stage, attributes, created_at, "
+    insert += "updated_at) VALUES ('{}', '', '', '', '', '', '', '', '', '', 'awareness', 'lead', "
+    insert += "'{{}}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(insert.format("Ana@Example.com"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql(insert.format("ana@example.COM"))
+    engine.dispose()

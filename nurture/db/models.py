@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -84,6 +87,8 @@ class Lead(Base):
     journey_stage: Mapped[str] = mapped_column(String(16), default="awareness")
     lifecycle_stage: Mapped[str] = mapped_column(String(16), default="lead")
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set when the lead's personal data was erased (right to be forgotten).
+    erased_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -182,7 +187,47 @@ class Event(Base):
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
     dedupe_key: Mapped[str] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # False for bots, scanners and privacy-proxy prefetches: recorded, never scored.
+    is_human: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Link(Base):
+    """A link the engine put in a message: the click redirect goes only to these URLs."""
+
+    __tablename__ = "links"
+    __table_args__ = (UniqueConstraint("message_id", "position", name="uq_links_message_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScoreEntry(Base):
+    """The score ledger: one row per rule hit, with its points and time. A lead's score at
+    any time is computed from these rows (with decay for engagement), never stored."""
+
+    __tablename__ = "score_entries"
+    __table_args__ = (
+        Index("ix_score_entries_lead_time", "lead_id", "occurred_at"),
+        Index("ix_score_entries_event", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id", ondelete="SET NULL"), nullable=True
+    )
+    # fit (does not decay), engagement (decays), negative
+    category: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(120))
+    points: Mapped[float] = mapped_column(Float)
+    decays: Mapped[bool] = mapped_column(Boolean, default=False)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class Suppression(Base):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
-from nurture.db.models import Base
+from nurture.db.models import AwareDateTime, Base
 from nurture.db.session import make_engine
 
 config = context.config
@@ -22,10 +24,18 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # Migrations must not import the models: AwareDateTime is a plain aware DateTime there.
+    if type_ == "type" and isinstance(obj, AwareDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def _run(connection: object) -> None:
     context.configure(
         connection=connection,  # type: ignore[arg-type]
         target_metadata=target_metadata,
+        render_item=_render_item,
         render_as_batch=True,  # SQLite needs batch mode to alter tables
         compare_type=True,
     )
