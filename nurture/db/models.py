@@ -189,6 +189,8 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # False for bots, scanners and privacy-proxy prefetches: recorded, never scored.
     is_human: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # When scoring rules were applied to this event (None: not scored yet).
+    scored_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

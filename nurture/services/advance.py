@@ -141,7 +141,11 @@ def _load_activity(
     rows = session.execute(
         select(Event.lead_id, Event.type, Event.occurred_at, Message.enrollment_id, Message.step_id)
         .outerjoin(Message, Event.message_id == Message.id)
-        .where(Event.lead_id.in_(lead_ids), Event.type.not_in(DELIVERY_EVENTS))
+        .where(
+            Event.lead_id.in_(lead_ids),
+            Event.type.not_in(DELIVERY_EVENTS),
+            Event.is_human.is_(True),  # bots and prefetches never steer a branch
+        )
     ).tuples()
     opened: dict[int, set[str]] = defaultdict(set)
     clicked: dict[int, set[str]] = defaultdict(set)
