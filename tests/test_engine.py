@@ -229,3 +229,16 @@ def test_cap_settings_are_respected() -> None:
     strict = FrequencyCap(1, timedelta(days=1))
     decision = decide(SPEC, at("welcome"), ctx(recent_sends=sends, cap=strict), now)
     assert decision == Defer("welcome", now + timedelta(hours=23), "cap")
+
+
+def test_expression_conditions_run_in_the_sandbox() -> None:
+    from nurture.authoring.schema import Condition
+    from nurture.core.conditions import holds
+
+    lead = {**SEOUL_LEAD, "attributes": {"erp": "SAP"}}
+    now = ENTERED
+    assert holds(Condition(expr="lead.company_size >= 1000"), lead, Activity(), now)
+    assert holds(Condition(expr="lead.attributes.erp == 'SAP'"), lead, Activity(), now)
+    # A failing expression is "no match", and internals stay out of reach.
+    assert not holds(Condition(expr="lead.missing > 3"), lead, Activity(), now)
+    assert not holds(Condition(expr="lead.__class__.__mro__"), lead, Activity(), now)

@@ -9,9 +9,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from nurture.authoring.schema import Condition
+from nurture.authoring.templates import ConditionError, compile_condition
 from nurture.core.durations import Duration
 
 
@@ -85,9 +84,16 @@ def _as_span(duration: Duration) -> timedelta:
 
 
 @lru_cache(maxsize=256)
-def compile_expression(source: str) -> Callable[..., Any]:
-    """A sandboxed Jinja2 expression (``lead.company_size >= 100``); cached per source."""
-    return ImmutableSandboxedEnvironment().compile_expression(source)
+def _expression(source: str) -> Callable[[Mapping[str, Any]], bool]:
+    # The same sandbox the validator checks expressions with; compiled once per source.
+    return compile_condition(source)
+
+
+def _expression_holds(source: str, lead: Mapping[str, Any]) -> bool:
+    try:
+        return _expression(source)(lead)
+    except ConditionError:  # e.g. a missing attribute compared to a number: not a match
+        return False
 
 
 def holds(cond: Condition, lead: Mapping[str, Any], activity: Activity, now: datetime) -> bool:
@@ -107,4 +113,4 @@ def holds(cond: Condition, lead: Mapping[str, Any], activity: Activity, now: dat
         return any(holds(c, lead, activity, now) for c in cond.any)
     if cond.not_ is not None:
         return not holds(cond.not_, lead, activity, now)
-    return bool(compile_expression(cond.expr or "false")(lead=lead))
+    return _expression_holds(cond.expr or "false", lead)
