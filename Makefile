@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/nurture demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check nurture tests bench
-	$(BIN)/ruff format --check nurture tests bench
+	$(BIN)/ruff check nurture tests $(wildcard bench)
+	$(BIN)/ruff format --check nurture tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
