@@ -59,6 +59,65 @@ class Settings(BaseSettings):
     # Retries of a temporary (4xx) SMTP failure before the message is marked failed.
     send_max_retries: int = 5
 
+    # The funnel (lifecycle.yaml): hand-off webhooks are signed with this secret
+    # (X-Nurture-Signature: sha256=HMAC of "<timestamp>.<body>"). Empty: sent unsigned.
+    webhook_secret: str = ""
+    # Hand-off targets besides those in lifecycle.yaml (comma-separated URLs).
+    handoff_webhook_urls: str = ""
+    handoff_slack_urls: str = ""
+    # Seconds a webhook receiver has to answer before the attempt counts as failed.
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    # Holiday calendar for SLAs of leads without a country, unless lifecycle.yaml names one.
+    default_country: str = ""
+
+    # Web process (`nurture web`, and `nurture run` unless --no-web)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8000, ge=0, le=65535)
+    # uvicorn worker processes for `nurture web` (each has its own database pool).
+    web_workers: int = Field(default=1, ge=1)
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs, or *).
+    forwarded_allow_ips: str = "127.0.0.1"
+    # API keys for /api/v1 (comma-separated). None configured: the API answers 401.
+    api_keys: str = ""
+    # An API event for an email with no lead: create the lead, or reject the event.
+    unknown_email_events: Literal["create", "reject"] = "create"
+    # Adds GET /bench/noop.gif, the baseline of bench/track.py. Never on in production.
+    bench_endpoints: bool = False
+
+    # Tracking: links in sent mail go through /c/<token>, an open pixel /o/<token>.gif.
+    track_clicks: bool = True
+    track_opens: bool = True
+    # UTM parameters added to tracked links ({sequence} and {step} are filled in); a
+    # parameter already in the link is kept. Empty value: that parameter is not added.
+    utm_enabled: bool = True
+    utm_source: str = "nurture"
+    utm_medium: str = "email"
+    utm_campaign: str = "{sequence}"
+    utm_content: str = "{step}"
+
+    # Bot and scanner filtering: such opens and clicks are stored with is_human=False and
+    # never scored. A click this soon after the send is a link scanner, not a person.
+    bot_click_seconds: float = Field(default=5.0, ge=0)
+    # An open this soon after the send is a prefetch (0 turns the rule off).
+    bot_open_seconds: float = Field(default=3.0, ge=0)
+    # Every link of a message (two or more) clicked within this many seconds: a scanner.
+    bot_burst_seconds: float = Field(default=10.0, ge=0)
+    # User-agent substrings (case-insensitive, comma-separated) of link scanners.
+    bot_scanner_agents: str = (
+        "barracuda,mimecast,proofpoint,python-requests,python-httpx,curl/,wget/,go-http-client,"
+        "bot,spider,crawler,headless,microsoft office protection,safelinks,symantec,"
+        "trendmicro,forcepoint,sophos,fireeye,ironport,messagelabs,scanner"
+    )
+    # User-agent substrings and networks (CIDR) of mail privacy proxies that prefetch
+    # images (Apple Mail Privacy Protection fetches from Apple's 17.0.0.0/8).
+    bot_proxy_agents: str = "yahoomailproxy,mail privacy protection"
+    bot_proxy_networks: str = "17.0.0.0/8"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The configured API keys (empty entries dropped)."""
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment, with explicit overrides (tests, CLI flags)."""

@@ -13,7 +13,9 @@ from celery import Celery
 from sqlalchemy.exc import OperationalError
 
 from nurture.bootstrap import Runtime, build_runtime
+from nurture.db.session import transaction
 from nurture.services.advance import process_claims
+from nurture.services.pipeline import process_events
 from nurture.services.scheduler import Claim
 from nurture.services.ticks import dispatch_due
 from nurture.settings import Settings, load_settings
@@ -98,3 +100,18 @@ def advance_task(claims: list[list[int | str]]) -> int:
     parsed = [Claim(int(enrollment_id), str(token)) for enrollment_id, token in claims]
     report = process_claims(runtime(), parsed, datetime.now(UTC))
     return report.total_sent
+
+
+@app.task(
+    name="nurture.events.process",
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def process_events_task(event_ids: list[int]) -> int:
+    """Score stored events and move their leads through the funnel (the events queue)."""
+    with transaction(runtime().sessions) as session:
+        process_events(session, [int(i) for i in event_ids], datetime.now(UTC))
+    return len(event_ids)

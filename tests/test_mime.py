@@ -6,12 +6,14 @@ import dataclasses
 import email
 import email.policy
 from datetime import datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from nurture.delivery.mime import (
+    POLICY,
     OutgoingEmail,
     build_message,
     make_message_id,
@@ -196,3 +198,82 @@ def test_international_domain_is_punycoded() -> None:
 def test_bad_input_names_the_field(changes: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_message(outgoing(**changes))
+
+
+# ------------------------------------------------------------- same bytes as the stdlib's API
+
+
+def stdlib_head(email_: OutgoingEmail) -> bytes:
+    """The header block the stdlib's own header API writes for ``email_``: build_message
+    stores headers pre-folded (for speed) and must emit exactly these bytes."""
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = Address(email_.from_name, addr_spec=normalize_address(email_.from_email))
+    msg["To"] = Address(email_.to_name, addr_spec=normalize_address(email_.to_email))
+    if email_.reply_to:
+        msg["Reply-To"] = Address("", addr_spec=email_.reply_to)
+    msg["Subject"] = email_.subject
+    msg["Date"] = email_.date
+    msg["Message-ID"] = email_.message_id
+    msg["MIME-Version"] = "1.0"
+    built = build_message(email_)
+    raw = dict(built.raw_items())
+    msg.set_raw("List-Unsubscribe", raw["List-Unsubscribe"])
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in email_.headers:
+        msg[name] = value
+    msg.make_alternative(boundary=built.get_boundary())
+    return msg.as_bytes(policy=POLICY).split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"to_name": "Alex Smith", "from_name": "Nurture", "subject": "Hello there"},
+        {"to_name": "O'Brien, Pat", "subject": "Hi  two spaces, and a tab\there"},
+        {"to_name": 'Dr. "Q" (JL) Picard', "subject": "=?utf-8?q?looks_encoded?="},
+        {"to_name": "x" * 90, "subject": "y" * 200},
+        {"subject": "", "reply_to": ""},
+        {"subject": "A long ASCII subject that has to be folded because it goes past the limit"},
+        {"to_name": "Zoë Ünal", "subject": "Ünïcödé mixed with a fair amount of ASCII text"},
+        {"headers": (("X-Nurture-Step", "한글 값"), ("X-Long", "v " * 60))},
+    ],
+)
+def test_headers_are_the_bytes_the_stdlib_writes(changes: dict[str, object]) -> None:
+    email_ = outgoing(**changes)
+    head = serialize(build_message(email_)).split(b"\r\n\r\n", 1)[0]
+    assert head == stdlib_head(email_)
+
+
+@pytest.mark.parametrize(
+    ("changes"),
+    [{}, {"to_name": "x" * 90, "subject": ""}, {"text": "ascii\n", "html": "<p>hi</p>"}],
+)
+def test_serialize_writes_what_the_generator_writes(changes: dict[str, object]) -> None:
+    msg = build_message(outgoing(**changes))
+    assert serialize(msg) == msg.as_bytes(policy=POLICY)
+
+
+def test_serialize_handles_any_other_message() -> None:
+    msg = EmailMessage(policy=POLICY)
+    msg["Subject"] = "made elsewhere"
+    msg.set_content("안녕하세요\n")
+    msg.add_alternative("<p>hi</p>", subtype="html")
+    msg.preamble = "This is a multi-part message."
+    assert serialize(msg) == msg.as_bytes(policy=POLICY)
+    assert b"This is a multi-part message." in serialize(msg)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("short ascii lines\nwith a trailing space \n.\n", "7bit"),
+        ("x" * 200 + "\nand = signs\n", "quoted-printable"),
+        ("한글 본문입니다 " * 40 + "\n", "base64"),
+    ],
+)
+def test_body_encoding_is_readable_and_decodes_intact(text: str, encoding: str) -> None:
+    plain = received(outgoing(text=text)).get_body(("plain",))
+    assert plain is not None
+    assert plain["Content-Transfer-Encoding"] == encoding
+    assert plain.get_content().replace("\r\n", "\n") == text

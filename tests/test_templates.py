@@ -118,6 +118,22 @@ def test_subject_stays_on_one_line(tmp_path: Path) -> None:
     assert "\n" not in email.subject and "\r" not in email.subject
 
 
+def test_a_subject_compiled_once_renders_for_every_lead(tmp_path: Path) -> None:
+    # Subjects are compiled once per renderer: the cache must not carry one lead's
+    # rendering, or an error, over to the next.
+    renderer = make_templates(tmp_path, {"t.html": "x", "t.txt": "x"})
+    subject = "{{ lead.first_name }}, 5 signs"
+    first = renderer.render_email("t", subject, "en", context(first_name="Ann"))
+    second = renderer.render_email("t", subject, "en", context(first_name="Bo"))
+    assert (first.subject, second.subject) == ("Ann, 5 signs", "Bo, 5 signs")
+    strict = "{{ lead.nickname }}"
+    for _ in range(2):
+        failed = problem(renderer, "t", strict)
+        assert failed.file == "<subject>" and "nickname" in failed.message
+    for _ in range(2):
+        assert "syntax error" in problem(renderer, "t", "{{ lead.first_name").message
+
+
 def test_errors_name_template_file_and_line(tmp_path: Path) -> None:
     renderer = make_templates(
         tmp_path,

@@ -18,6 +18,7 @@ from jinja2 import (
     BaseLoader,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
@@ -53,6 +54,9 @@ LEAD_FIELDS = (
 # Largest string or list a template may build with '*' (a sandbox must not eat the memory).
 MAX_REPEAT = 100_000
 MAX_POWER = 100
+# Compiled subject lines kept per renderer; a sequence has a handful, so this is never reached
+# in practice and only bounds memory if subjects are generated.
+MAX_CACHED_SUBJECTS = 1024
 
 
 class TemplateProblem(Exception):
@@ -124,6 +128,8 @@ class TemplateRenderer:
         loader = FileSystemLoader(str(templates_dir))
         self.html_env = make_environment(loader, html=True)
         self.text_env = make_environment(loader, html=False)
+        # Compiling a subject costs ten times rendering it; every lead of a step has the same.
+        self._subjects: dict[str, Template] = {}
 
     def candidates(self, name: str, locale: str, suffix: str) -> list[str]:
         """Files tried for a template, best first: ``name.ko-KR.html``, ``name.ko.html``,
@@ -160,10 +166,19 @@ class TemplateRenderer:
     def render_subject(self, subject: str, context: Mapping[str, Any]) -> str:
         """The subject line on one line: lead data cannot inject a header with CR/LF."""
         try:
-            rendered = self.text_env.from_string(subject).render(context)
+            rendered = self._subject_template(subject).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, SUBJECT_FILE, self.templates_dir) from exc
         return " ".join(rendered.split())
+
+    def _subject_template(self, subject: str) -> Template:
+        template = self._subjects.get(subject)
+        if template is None:
+            template = self.text_env.from_string(subject)
+            if len(self._subjects) >= MAX_CACHED_SUBJECTS:
+                self._subjects.clear()
+            self._subjects[subject] = template
+        return template
 
     def _require(self, name: str, locale: str, suffix: str) -> str:
         found = self.find(name, locale, suffix)

@@ -28,6 +28,8 @@ from nurture.authoring.templates import (
     unknown_expression_names,
 )
 from nurture.authoring.yamlsource import Loc
+from nurture.lifecycle.loading import lifecycle_problems
+from nurture.scoring.validate import check_scoring_files
 
 SAMPLE_SENDER = ("Nurture", "hello@nurture.example")
 SAMPLE_UNSUBSCRIBE_URL = "https://nurture.example/u/sample-token"
@@ -70,6 +72,8 @@ def validate_paths(
         if p.is_dir() and not sequence_files(p)
     ]
     problems += duplicate_keys(sources) + audience_overlaps(sources)
+    problems += check_scoring_files(paths)
+    problems += lifecycle_problems(paths, sources)
     for source in sources:
         problems += check_structure(source)
     templates = template_files(templates_dir)

@@ -6,6 +6,7 @@ import logging
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from nurture.bootstrap import AuthoringError, Runtime, build_runtime
+from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
 from nurture.db.models import Message
 from nurture.services.advance import BatchReport
@@ -144,31 +146,51 @@ def _parse_now(text: str | None) -> datetime:
 
 def run(
     tick_seconds: Annotated[float | None, typer.Option(help="Seconds between passes.")] = None,
+    web: Annotated[
+        bool, typer.Option("--web/--no-web", help="Serve the web app too (NURTURE_WEB_PORT).")
+    ] = True,
 ) -> None:
-    """The engine on one machine without Redis: ticks and sends in-process until Ctrl-C."""
+    """The engine on one machine without Redis, with the web app in a thread, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rt = _runtime_or_exit(datetime.now(UTC))
+    server = serve_in_thread(rt) if web else None
     interval = tick_seconds or rt.settings.tick_seconds
     stopping = False
 
-    def stop(*_: object) -> None:
+    def stop(signum: int, _frame: object) -> None:
+        # Interrupting a batch would leave its claimed messages "sending", later "unknown"
+        # and never sent: finish the batch first. A second Ctrl-C stops at once.
         nonlocal stopping
         stopping = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.info("stopping after the current batch (%s)", signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     log.info("engine running: a pass every %ss (Ctrl-C to stop)", interval)
     try:
         while not stopping:
-            report = run_tick(rt, datetime.now(UTC))
+            report = run_tick(rt, datetime.now(UTC), should_stop=lambda: stopping)
             if report.total_sent or report.deferred:
                 log.info(
                     "pass: %d sent, %d deferred", report.total_sent, sum(report.deferred.values())
                 )
-            time.sleep(interval)
+            _sleep_unless(lambda: stopping, interval)
     except KeyboardInterrupt:
         pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.stop()
     log.info("engine stopped")
     rt.close()
+
+
+def _sleep_unless(stopping: Callable[[], bool], seconds: float) -> None:
+    """Sleep ``seconds`` in short slices, waking early once ``stopping()`` is true."""
+    deadline = time.monotonic() + seconds
+    while not stopping() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.2))
 
 
 def outbox(

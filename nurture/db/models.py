@@ -89,6 +89,14 @@ class Lead(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Set when the lead's personal data was erased (right to be forgotten).
     erased_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The funnel (see nurture.lifecycle): which pass through it this is (1 + recycles),
+    # since when the lead is at its lifecycle stage, the cool-down of a recycled lead and
+    # why sales rejected it, and the salesperson who owns it.
+    cycle: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    stage_changed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    recycle_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    recycle_reason: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    owner: Mapped[str] = mapped_column(String(200), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -243,3 +251,107 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- the funnel: stage history, hand-offs to sales and their notifications ---------------
+
+
+class StageChange(Base):
+    """One lifecycle transition: from, to, when, why, by whom, and the score at that moment."""
+
+    __tablename__ = "stage_changes"
+    __table_args__ = (Index("ix_stage_changes_lead_at", "lead_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    from_stage: Mapped[str] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column()
+    # rule | trigger | sales | import | system
+    reason_kind: Mapped[str] = mapped_column(String(16))
+    reason_detail: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The pass through the funnel (the lead's cycle when the change happened).
+    cycle: Mapped[int] = mapped_column(Integer, default=1)
+    # Extra facts: rules that fired, the sales reason code, BANT answers, the score parts.
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Handoff(Base):
+    """A lead waiting for sales in one stage (an MQL to accept, an SAL to qualify), with
+    its SLA: due by ``due_at``, closed by the next stage change, breached when late."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        Index("ix_handoffs_lead", "lead_id"),
+        Index("ix_handoffs_open_due", "closed_at", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    # mql | fast_track | sal
+    kind: Mapped[str] = mapped_column(String(16))
+    # The stage the lead waits in (mql, sal, sql) and how urgent it is (normal | hot).
+    stage: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    opened_at: Mapped[datetime] = mapped_column()
+    due_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The stage the lead left to (sal, sql, recycled, disqualified, ...); "" while open.
+    outcome: Mapped[str] = mapped_column(String(32), default="")
+    breached_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    owner: Mapped[str] = mapped_column(String(200), default="")
+    cycle: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class WebhookDelivery(Base):
+    """One notification to one target (a signed JSON webhook or a Slack-style message),
+    sent by the engine's pass with retries; claimed like enrollments (a lease)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_handoff", "handoff_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handoff_id: Mapped[int | None] = mapped_column(
+        ForeignKey("handoffs.id", ondelete="CASCADE"), nullable=True
+    )
+    lead_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="CASCADE"), nullable=True
+    )
+    # handoff.mql, handoff.fast_track, sla.breached
+    event: Mapped[str] = mapped_column(String(40))
+    # webhook (signed JSON) | slack
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # pending -> sending -> delivered | failed (gave up); sending again after a lost lease
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    claim_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WebhookAttempt(Base):
+    """Every try of a delivery: when, the HTTP status (if any) and the error."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column()
+    # delivered | retry | failed
+    status: Mapped[str] = mapped_column(String(16))
+    response_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)

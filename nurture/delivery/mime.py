@@ -6,16 +6,42 @@ the same bytes, so a retried send carries the same Message-ID.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.errors
 import email.policy
 import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.utils import format_datetime
+from functools import lru_cache
+from typing import Any, cast
 
 import css_inline
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The stdlib registry creates a new header class on every lookup (dozens per message);
+    those classes are interchangeable, so one per header name is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def map_to_type(self, name: str, cls: type[BaseHeader]) -> None:
+        super().map_to_type(name, cls)
+        self._classes.clear()
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        found = self._classes.get(key)
+        if found is None:
+            found = self._classes[key] = super().__getitem__(name)
+        return found
+
 
 # email.policy.SMTP (CRLF, RFC 2047 headers) with two changes:
 # - cte_type="7bit": bodies get quoted-printable/base64 when needed, so every byte on the wire
@@ -24,7 +50,10 @@ import css_inline
 # - refold_source="none": headers stored raw (List-Unsubscribe) are emitted as we folded them.
 #   The stdlib would otherwise turn a long signed URL into RFC 2047 encoded-words, which no
 #   mail client decodes inside List-Unsubscribe.
-POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
+POLICY = email.policy.SMTP.clone(
+    cte_type="7bit", refold_source="none", header_factory=_CachedHeaderRegistry()
+)
+MAX_LINE = 78  # POLICY.max_line_length
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -52,6 +81,9 @@ RESERVED_HEADERS = frozenset(
 # RFC 5322 atext plus dots: what may appear on either side of the @ in a Message-ID.
 _ID_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+# A header value the stdlib would emit unchanged when it fits on one line: printable ASCII
+# words separated by single spaces (anything else is folded by the stdlib itself).
+_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
 # Characters allowed in a URI inside <...> of List-Unsubscribe (RFC 3986 minus "," and "<>").
 _URI = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+;=%]+$")
 # Fields of OutgoingEmail that become header text; a line break there would inject headers.
@@ -123,21 +155,27 @@ def normalize_address(address: str, place: str = "address") -> str:
 def build_message(email: OutgoingEmail) -> EmailMessage:
     """Build the multipart/alternative message (text then CSS-inlined HTML) for ``email``."""
     _check_fields(email)
-    msg = EmailMessage(policy=POLICY)
-    msg["From"] = _address(email.from_name, email.from_email, "OutgoingEmail.from_email")
-    msg["To"] = _address(email.to_name, email.to_email, "OutgoingEmail.to_email")
-    if email.reply_to:
-        msg["Reply-To"] = _address("", email.reply_to, "OutgoingEmail.reply_to")
-    msg["Subject"] = email.subject
-    msg["Date"] = _aware(email.date)
-    msg["Message-ID"] = _message_id(email.message_id)
-    msg["MIME-Version"] = "1.0"
-    msg.set_raw("List-Unsubscribe", _list_unsubscribe(email))
-    msg["List-Unsubscribe-Post"] = ONE_CLICK
     for name, value in email.headers:
         _check_extra_header(name, value)
-        msg[name] = value
-    msg.make_alternative(boundary=_boundary(email.message_id))
+    msg = EmailMessage(policy=POLICY)
+    # Headers are stored folded (set_raw), as the stdlib would fold them on output: its
+    # header objects cost more than the rest of the message (see _header).
+    sender = _address(email.from_name, email.from_email, "OutgoingEmail.from_email")
+    _header(msg, "From", str(sender))
+    _header(msg, "To", str(_address(email.to_name, email.to_email, "OutgoingEmail.to_email")))
+    if email.reply_to:
+        _header(msg, "Reply-To", str(_address("", email.reply_to, "OutgoingEmail.reply_to")))
+    _header(msg, "Subject", email.subject)
+    _header(msg, "Date", format_datetime(_aware(email.date)))
+    _header(msg, "Message-ID", _message_id(email.message_id))
+    _header(msg, "MIME-Version", "1.0")
+    msg.set_raw("List-Unsubscribe", _list_unsubscribe(email))
+    _header(msg, "List-Unsubscribe-Post", ONE_CLICK)
+    for name, value in email.headers:
+        _header(msg, name, value)
+    msg.set_raw(
+        "Content-Type", f'multipart/alternative;\n boundary="{_boundary(email.message_id)}"'
+    )
     msg.attach(_text_part(email.text, "plain"))
     msg.attach(_text_part(inline_css(email.html), "html"))
     return msg
@@ -145,20 +183,98 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
 
 def serialize(msg: EmailMessage) -> bytes:
     """Return the wire form of ``msg``: CRLF line ends, ASCII only, lines of at most 998."""
-    return msg.as_bytes(policy=POLICY)
+    wire = _wire(msg)
+    return wire if wire is not None else msg.as_bytes(policy=POLICY)
+
+
+# A Content-Type whose boundary parameter needs no parsing to be read.
+_SIMPLE_MULTIPART = re.compile(r'multipart/[a-z]+;\s+boundary="([A-Za-z0-9=_.-]+)"\Z')
+
+
+def _wire(msg: EmailMessage) -> bytes | None:
+    """What ``msg.as_bytes(policy=POLICY)`` returns, for the messages build_message makes
+    (headers stored folded, text parts in one multipart, all ASCII), written directly: the
+    stdlib generator re-parses Content-Type at every level and writes line by line. None for
+    any other shape, which the generator handles."""
+    if msg.policy is not POLICY or msg.preamble is not None or msg.epilogue is not None:
+        return None
+    lines = []
+    content_type = ""
+    for name, value in msg.raw_items():
+        if type(value) is not str or not value.isascii():
+            return None  # a header object, or text the generator would re-encode
+        if name.lower() == "content-type":
+            content_type = value
+        lines.append(POLICY.fold_binary(name, value))
+    lines.append(b"\r\n")
+    payload = cast(Any, msg)._payload  # what the generator writes: no decoding, no parsing
+    maintype = content_type.partition("/")[0].lower()
+    if isinstance(payload, str) and payload.isascii() and maintype == "text":
+        lines.append(_crlf(payload).encode("ascii"))
+        return b"".join(lines)
+    if not isinstance(payload, list) or maintype != "multipart":
+        return None
+    parts = [_wire(part) if isinstance(part, EmailMessage) else None for part in payload]
+    simple = _SIMPLE_MULTIPART.match(content_type)
+    boundary = simple.group(1) if simple else msg.get_boundary()
+    if not parts or not boundary or not boundary.isascii():
+        return None
+    delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
+    lines.append(delimiter[2:])
+    for i, part in enumerate(parts):
+        if part is None:
+            return None
+        lines.append(part if i == 0 else delimiter + part)
+    lines.append(delimiter[:-2] + b"--\r\n")
+    return b"".join(lines)
+
+
+def _crlf(text: str) -> str:
+    """Every line end as CRLF, as the generator writes lines (\\r\\n, \\r or \\n)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\n", "\r\n")
 
 
 def inline_css(html: str) -> str:
     """Copy <style> rules into style="" attributes, keeping the <style> block for media queries."""
-    # Remote stylesheets are never fetched at send time: a send must not hang on, or change with,
-    # a third-party server. <link> tags stay for the clients that load them.
-    inliner = css_inline.CSSInliner(
-        keep_style_tags=True, keep_link_tags=True, load_remote_stylesheets=False
-    )
     try:
-        return inliner.inline(html)
+        return _INLINER.inline(html)
     except ValueError as exc:  # css_inline.InlineError is a ValueError
         raise ValueError(f"OutgoingEmail.html: cannot inline CSS: {exc}") from exc
+
+
+# Remote stylesheets are never fetched at send time: a send must not hang on, or change with,
+# a third-party server. <link> tags stay for the clients that load them. The inliner holds
+# only these options, so one instance serves every message.
+_INLINER = css_inline.CSSInliner(
+    keep_style_tags=True, keep_link_tags=True, load_remote_stylesheets=False
+)
+
+
+def _header(msg: EmailMessage, name: str, value: str) -> None:
+    """Add a header already folded, so serializing emits it as it is."""
+    if len(name) + 2 + len(value) <= MAX_LINE and "=?" not in value and _PLAIN_VALUE.match(value):
+        msg.set_raw(name, value)  # the stdlib's folding would leave it exactly so
+        return
+    folded = _folded(name, value)
+    if folded is None:
+        msg[name] = value
+    else:
+        msg.set_raw(name, folded)
+
+
+@lru_cache(maxsize=1024)
+def _folded(name: str, value: str) -> str | None:
+    """``value`` folded by the stdlib (RFC 2047 encoded-words, line breaks), without the
+    ``Name: `` label and the final line end; cached, as sender and fixed headers repeat.
+    None when the stdlib starts the value on a continuation line (or it is empty), which
+    ``set_raw`` cannot write byte for byte."""
+    folded: str = POLICY.header_factory(name, value).fold(policy=POLICY)
+    label = f"{name}: "
+    if not folded.startswith(label):
+        return None
+    return folded[len(label) :].removesuffix(POLICY.linesep)
 
 
 def _check_fields(email: OutgoingEmail) -> None:
@@ -180,6 +296,7 @@ def _idna(domain: str, place: str) -> str:
         raise ValueError(f"{place}: domain {domain!r} cannot be IDNA-encoded: {exc}") from exc
 
 
+@lru_cache(maxsize=1024)
 def _address(display_name: str, address: str, place: str) -> Address:
     addr_spec = normalize_address(address, place)
     try:
@@ -251,6 +368,24 @@ def _boundary(message_id: str) -> str:
 
 def _text_part(content: str, subtype: str) -> EmailMessage:
     part = EmailMessage(policy=POLICY)
-    part.set_content(content, subtype=subtype, charset="utf-8")
-    del part["MIME-Version"]  # set_content adds it; it belongs on the top level only
+    encoding, payload = _encode_body(content)
+    part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
+    part.set_raw("Content-Transfer-Encoding", encoding)
+    part.set_payload(payload)
     return part
+
+
+def _encode_body(content: str) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, body) as ``set_content`` chooses them under POLICY: 7bit if
+    every line is short ASCII, else the shorter of quoted-printable and base64; encoded with
+    binascii (C) rather than the stdlib's pure-Python quoted-printable."""
+    lines = content.encode("utf-8").splitlines()
+    normal = b"\n".join(lines) + b"\n"
+    if normal.isascii() and max(len(line) for line in lines) <= MAX_LINE:
+        return "7bit", normal.decode("ascii")
+    quoted = binascii.b2a_qp(normal)  # soft line breaks keep lines within 76 characters
+    embedded = b"\r\n".join(lines) + b"\r\n"
+    # base64 is 4/3 of the data plus a line end every 76 characters.
+    if len(quoted) <= (len(embedded) + 2) // 3 * 4 * 77 // 76:
+        return "quoted-printable", quoted.decode("ascii")
+    return "base64", base64.encodebytes(embedded).decode("ascii")

@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
+from nurture.scoring.loader import ScoringError
 from nurture.services.catalog import Catalog
 from nurture.services.enrollment import enroll_many
+from nurture.services.scoring import active_rules, refresh_fit
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,10 @@ def import_leads(
     zone = canonical_timezone(default_timezone)
     if zone is None:
         raise ImportAborted(f"the default time zone {default_timezone!r} is not an IANA zone")
+    try:
+        active_rules()  # refuse to import with broken scoring rules, before writing
+    except ScoringError as exc:
+        raise ImportAborted(f"the scoring rules have errors; fix them first:\n{exc}") from None
     report = ImportReport(file=str(path))
     context = lead_context(catalog.personas())
     batch: list[_Row] = []
@@ -291,6 +297,7 @@ def _upsert_and_enroll(
 ) -> _BatchResult:
     result = _BatchResult()
     leads = _upsert(session, batch, default_timezone, result)
+    refresh_fit(session, [lead.id for lead in leads], now)  # profile rules of scoring.yaml
     for outcome in enroll_many(session, leads, catalog, now):
         if outcome.enrollment is not None:
             result.enrolled[outcome.enrollment.sequence_key] += 1

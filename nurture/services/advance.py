@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from nurture.authoring.templates import lead_fields
@@ -35,6 +35,7 @@ from nurture.db.models import Enrollment, Event, Lead, Message, Suppression
 from nurture.db.session import transaction
 from nurture.services.catalog import Catalog
 from nurture.services.enrollment import enroll
+from nurture.services.erasure import suppression_keys
 from nurture.services.scheduler import Claim, take_over
 from nurture.services.sending import Outcome, PendingSend, deliver
 
@@ -48,6 +49,12 @@ DELIVERY_EVENTS = ("sent", "deferred", "failed", "unknown", "bounced")
 MAX_DECISIONS_PER_RUN = 20
 # The position of an enrollment that sent its last step; no step has this id.
 END_OF_SEQUENCE = "__end__"
+# session.info keys (see record_event): the events the session added, by dedupe key, and
+# dedupe keys looked up in bulk and known to be absent from the database.
+_UNFLUSHED_EVENTS = "nurture.unflushed_events"
+_ABSENT_EVENTS = "nurture.absent_events"
+# The event a send outcome records (a retry with attempts left defers instead).
+_OUTCOME_EVENTS = {"sent": "sent", "bounced": "bounced", "retry": "failed", "failed": "failed"}
 
 
 @dataclass
@@ -107,7 +114,15 @@ def _advance_all(
         send = advance(session, rt, enrollment, state, now, report, may_send=True)
         if send:
             pending.append(send)
-    return pending
+    # One flush inserts the batch's new message rows (a flush per message costs a statement
+    # each); their ids go into the Message-ID and the links, so they are read after it.
+    session.flush()
+    return [_with_message_id(send, state) for send in pending]
+
+
+def _with_message_id(send: PendingSend, state: BatchState) -> PendingSend:
+    message = state.messages[(send.enrollment_id, send.decision.step_id)]
+    return replace(send, message_id=message.id)
 
 
 def load_state(
@@ -115,11 +130,12 @@ def load_state(
 ) -> BatchState:
     lead_ids = {e.lead_id for e in enrollments}
     leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))}
-    emails = {lead.email.lower() for lead in leads.values()}
+    # An erased address is suppressed by its hash only (see services/erasure.py).
+    keys = suppression_keys(lead.email for lead in leads.values())
     rows = session.execute(
-        select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+        select(Suppression.email, Suppression.reason).where(Suppression.email.in_(list(keys)))
     )
-    suppressed = {email: reason for email, reason in rows.tuples()}
+    suppressed = {keys[key]: reason for key, reason in rows.tuples()}
     messages = {
         (m.enrollment_id, m.step_id): m
         for m in session.scalars(
@@ -301,18 +317,42 @@ def record_event(
     message_id: int | None = None,
 ) -> None:
     """Store an event unless one with the same dedupe key exists."""
-    exists = session.scalar(select(Event.id).where(Event.dedupe_key == dedupe))
+    # The check must not autoflush: that would write a batch's rows one message at a time.
+    # An event this session added and has not flushed yet is looked up here instead.
+    added: dict[str, Event] = session.info.setdefault(_UNFLUSHED_EVENTS, {})
+    earlier = added.get(dedupe)
+    if earlier is not None and inspect(earlier).pending:
+        return
+    absent: set[str] = session.info.get(_ABSENT_EVENTS, set())
+    if dedupe in absent:
+        absent.discard(dedupe)  # from now on the event is in `added`, or in the database
+        exists = None
+    else:
+        with session.no_autoflush:
+            exists = session.scalar(select(Event.id).where(Event.dedupe_key == dedupe))
     if exists is None:
-        session.add(
-            Event(
-                lead_id=lead_id,
-                message_id=message_id,
-                type=event_type,
-                occurred_at=at,
-                dedupe_key=dedupe,
-                data=data,
-            )
+        event = Event(
+            lead_id=lead_id,
+            message_id=message_id,
+            type=event_type,
+            occurred_at=at,
+            dedupe_key=dedupe,
+            data=data,
         )
+        session.add(event)
+        added[dedupe] = event
+
+
+def prefetch_events(session: Session, dedupe_keys: list[str]) -> None:
+    """Look dedupe keys up in one query, so that record_event, called for them next in the
+    same session, need not query each one."""
+    if not dedupe_keys:
+        return
+    with session.no_autoflush:
+        query = select(Event.dedupe_key).where(Event.dedupe_key.in_(dedupe_keys))
+        stored = set(session.scalars(query))
+    absent: set[str] = session.info.setdefault(_ABSENT_EVENTS, set())
+    absent.update(key for key in dedupe_keys if key not in stored)
 
 
 def _claim_message(
@@ -349,9 +389,8 @@ def _claim_message(
         state.messages[(enrollment.id, decision.step_id)] = message
     message.status = "sending"
     message.attempts += 1
-    session.flush()  # the message id is part of the Message-ID and the unsubscribe link
     return PendingSend(
-        message_id=message.id,
+        message_id=message.id,  # None for a new row until the batch's flush (_advance_all)
         enrollment_id=enrollment.id,
         decision=decision,
         lead=lead_fields(lead),
@@ -385,6 +424,14 @@ def _record_outcomes(
         )
     }
     state = load_state(session, list(enrollments.values()), now, rt.cap.period)
+    prefetch_events(
+        session,
+        [
+            _event_key(_OUTCOME_EVENTS[o.status], messages[o.pending.message_id])
+            for o in outcomes
+            if o.status in _OUTCOME_EVENTS
+        ],
+    )
     for outcome in outcomes:
         enrollment = enrollments[outcome.pending.enrollment_id]
         message = messages[outcome.pending.message_id]
@@ -455,6 +502,10 @@ def _event(
         message_id=message.id,
         event_type=event_type,
         at=now,
-        dedupe=f"{event_type}:{message.id}:{message.attempts}",
+        dedupe=_event_key(event_type, message),
         data={"sequence": message.sequence_key, **data},
     )
+
+
+def _event_key(event_type: str, message: Message) -> str:
+    return f"{event_type}:{message.id}:{message.attempts}"

@@ -18,6 +18,7 @@ from nurture.authoring.schema import SequenceSpec
 from nurture.core.audience import EnrollmentDecision, Outcome, PastEnrollment, choose_sequence
 from nurture.db.models import Enrollment, Lead, Suppression
 from nurture.services.catalog import Catalog
+from nurture.services.erasure import suppression_keys
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def _histories(session: Session, ids: Sequence[int]) -> dict[int, list[PastEnrol
 
 
 def _suppressed(session: Session, emails: Sequence[str]) -> set[str]:
-    lowered = sorted({email.lower() for email in emails})
-    query = select(Suppression.email).where(Suppression.email.in_(lowered))
-    return {email.lower() for email in session.scalars(query)}
+    # An erased address is suppressed by its hash only (see services/erasure.py).
+    keys = suppression_keys(emails)
+    query = select(Suppression.email).where(Suppression.email.in_(sorted(keys)))
+    return {keys[key] for key in session.scalars(query)}

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from nurture.bootstrap import Runtime
 from nurture.services.advance import BatchReport, process_claims
+from nurture.services.lifecycle import funnel_pass
 from nurture.services.scheduler import Claim, claim_due
 
 log = logging.getLogger(__name__)
@@ -16,10 +17,16 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_TICK = 1000
 
 
-def tick(rt: Runtime, now: datetime) -> BatchReport:
-    """One embedded pass: claim due enrollments batch by batch and advance them in-process."""
+def tick(
+    rt: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False
+) -> BatchReport:
+    """One embedded pass: claim due enrollments batch by batch and advance them in-process;
+    ``should_stop`` is asked between batches (a claimed batch is always finished)."""
     report = BatchReport()
+    funnel_pass(rt, now)  # cool-downs ending (their leads are due below), SLAs, webhooks
     for _ in range(MAX_BATCHES_PER_TICK):
+        if should_stop():
+            break
         claims = _claim(rt, now)
         if not claims:
             break
@@ -39,6 +46,7 @@ def dispatch_due(rt: Runtime, now: datetime, send: Callable[[list[Claim]], None]
     """One distributed pass: claim due enrollments and hand each batch to ``send`` (a Celery
     task); returns how many were claimed. Workers advance them."""
     claimed = 0
+    funnel_pass(rt, now)  # cool-downs ending, SLAs, webhooks: light work, done by beat's tick
     for _ in range(MAX_BATCHES_PER_TICK):
         claims = _claim(rt, now)
         if not claims:

@@ -1,0 +1,68 @@
+"""``nurture report``: reports on the funnel (``sla``: hand-offs open, met and breached)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nurture.cli.sales import database
+from nurture.services.sla import SlaReport, sla_report
+from nurture.settings import load_settings
+
+app = typer.Typer(help="Reports on the funnel.", no_args_is_help=True)
+console = Console()
+STATUSES = ("open", "met", "breached")
+
+
+@app.command()
+def sla(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    status: Annotated[
+        str | None, typer.Option(help="Only hand-offs with this status: open, met, breached.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Hand-offs to list.")] = 200,
+) -> None:
+    """Hand-offs to sales with their SLA: open, met (acted on in time) and breached."""
+    if status is not None and status not in STATUSES:
+        raise typer.BadParameter(f"one of {', '.join(STATUSES)}", param_hint="--status")
+    settings = load_settings()
+    now = datetime.now(UTC)
+    with database(settings) as sessions, sessions() as session:
+        report = sla_report(session, now, status, limit)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print(report)
+
+
+def _print(report: SlaReport) -> None:
+    totals = report.to_json()["totals"]
+    console.print(
+        f"SLA at {report.at:%Y-%m-%d %H:%M} UTC: {totals['open']} open, {totals['met']} met, "
+        f"{totals['breached']} breached"
+    )
+    table = Table(title="Hand-offs")
+    for column in ("id", "lead", "stage", "kind", "owner", "opened", "due", "closed", "status"):
+        table.add_column(column, overflow="fold")
+    for row in report.rows:
+        table.add_row(
+            str(row["id"]),
+            row["lead"],
+            row["stage"],
+            f"{row['kind']}{' (hot)' if row['priority'] == 'hot' else ''}",
+            row["owner"],
+            _short(row["opened_at"]),
+            _short(row["due_at"]),
+            f"{_short(row['closed_at'])} {row['outcome']}".strip(),
+            row["status"],
+        )
+    console.print(table)
+
+
+def _short(value: str | None) -> str:
+    return value[:16].replace("T", " ") if value else ""

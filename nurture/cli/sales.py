@@ -1,0 +1,209 @@
+"""``nurture sales``: sales decisions on a lead (accept, qualify, reject, disqualify, and
+opportunity/customer as a CRM would set them), and ``status``: where a lead stands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture.db.models import Lead
+from nurture.db.session import make_engine, make_session_factory, transaction
+from nurture.lifecycle.decisions import Bant, SalesDecision
+from nurture.lifecycle.loading import LifecycleConfigError
+from nurture.lifecycle.machine import TransitionRefused
+from nurture.services.lifecycle import DecisionRefused, Funnel, apply_decision, lead_status
+from nurture.settings import Settings, load_settings
+
+app = typer.Typer(help="Sales decisions on leads, and where a lead stands.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+EmailArg = Annotated[str, typer.Argument(help="The lead's email address (any case).")]
+NoteOpt = Annotated[str, typer.Option("--note", help="Free text for the stage history.")]
+ActorOpt = Annotated[str, typer.Option("--actor", help="Who decides (e.g. your email).")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Reason code (see lifecycle.yaml).")]
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database; a clear error when it is unreachable."""
+    engine = make_engine(settings.database_url)
+    try:
+        yield make_session_factory(engine)
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise fail(f"database: {first} (is it migrated? `nurture db upgrade`)") from None
+    finally:
+        engine.dispose()
+
+
+def find_lead(session: Session, email: str) -> Lead:
+    lead = session.scalar(select(Lead).where(func.lower(Lead.email) == email.strip().lower()))
+    if lead is None:
+        raise fail(f"no lead with email {email}")
+    return lead
+
+
+def _funnel(settings: Settings) -> Funnel:
+    try:
+        funnel = Funnel.load(settings)
+    except LifecycleConfigError as exc:
+        raise fail(f"lifecycle.yaml has errors (nurture validate):\n{exc}") from None
+    if funnel.spec is None:
+        raise fail(f"no lifecycle.yaml in {settings.sequences_dir}")
+    return funnel
+
+
+def _decide(email: str, **fields: Any) -> None:
+    settings = load_settings()
+    try:
+        decision = SalesDecision(**fields)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    funnel = _funnel(settings)
+    now = datetime.now(UTC)
+    with database(settings) as sessions, transaction(sessions) as session:
+        lead = find_lead(session, email)
+        before = lead.lifecycle_stage
+        try:
+            change = apply_decision(session, lead, decision, now, funnel)
+        except DecisionRefused as exc:
+            raise fail(f"{exc.field}: {exc.message}") from None
+        except TransitionRefused as exc:
+            raise fail(str(exc)) from None
+        extra = f"; silent until {lead.recycle_until:%Y-%m-%d}" if lead.recycle_until else ""
+        console.print(
+            f"{lead.email}: {before} -> {change.to_stage} (score {change.score:g}{extra})",
+            markup=False,
+            highlight=False,
+        )
+
+
+@app.command()
+def accept(email: EmailArg, note: NoteOpt = "", actor: ActorOpt = "") -> None:
+    """Sales takes an MQL on: MQL -> SAL (the actor becomes its owner if it has none)."""
+    _decide(email, decision="accept", note=note, actor=actor)
+
+
+@app.command()
+def qualify(
+    email: EmailArg,
+    budget: Annotated[str, typer.Option(help="BANT: the budget found.")] = "",
+    authority: Annotated[str, typer.Option(help="BANT: who decides.")] = "",
+    need: Annotated[str, typer.Option(help="BANT: the need.")] = "",
+    timeline: Annotated[str, typer.Option(help="BANT: when they buy.")] = "",
+    note: NoteOpt = "",
+    actor: ActorOpt = "",
+) -> None:
+    """Sales confirms buying intent: -> SQL (needs the BANT answers lifecycle.yaml names)."""
+    bant = Bant(budget=budget, authority=authority, need=need, timeline=timeline)
+    _decide(email, decision="qualify", bant=bant, note=note, actor=actor)
+
+
+@app.command()
+def reject(
+    email: EmailArg, reason: ReasonOpt = "", note: NoteOpt = "", actor: ActorOpt = ""
+) -> None:
+    """Back to marketing: -> recycled, silent for the reason's cool-down, then re-nurtured."""
+    _decide(email, decision="reject", reason_code=reason, note=note, actor=actor)
+
+
+@app.command()
+def disqualify(
+    email: EmailArg, reason: ReasonOpt = "", note: NoteOpt = "", actor: ActorOpt = ""
+) -> None:
+    """Wrong fit: -> disqualified. Every sequence stops now; it is never nurtured again."""
+    _decide(email, decision="disqualify", reason_code=reason, note=note, actor=actor)
+
+
+@app.command()
+def opportunity(email: EmailArg, note: NoteOpt = "", actor: ActorOpt = "") -> None:
+    """A deal is open: SQL -> opportunity."""
+    _decide(email, decision="opportunity", note=note, actor=actor)
+
+
+@app.command()
+def customer(email: EmailArg, note: NoteOpt = "", actor: ActorOpt = "") -> None:
+    """The deal is won: opportunity -> customer."""
+    _decide(email, decision="customer", note=note, actor=actor)
+
+
+@app.command()
+def status(
+    email: EmailArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Where a lead stands: stage, score, why it is (not) an MQL, hand-offs, history."""
+    settings = load_settings()
+    funnel = _funnel(settings)
+    now = datetime.now(UTC)
+    with database(settings) as sessions, sessions() as session:
+        found = lead_status(session, find_lead(session, email), now, funnel)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    _print_status(found)
+
+
+def _print_status(found: dict[str, Any]) -> None:
+    lead, score = found["lead"], found["score"]
+    console.print(
+        f"[bold]{escape(lead['email'])}[/]  stage [bold]{found['stage']}[/] (cycle "
+        f"{found['cycle']})  owner {escape(found['owner'] or '-')}  score {score['total']:g} "
+        f"(fit {score['fit']:g}, engagement {score['engagement']:g}, "
+        f"negative {score['negative']:g})"
+    )
+    if found["recycle_until"]:
+        console.print(
+            f"recycled ({found['recycle_reason']}): silent until {found['recycle_until']}"
+        )
+    assessment = found.get("assessment") or {}
+    for excluded in assessment.get("excluded", []):
+        console.print(f"[red]never MQL[/] ({excluded['name']}): {escape(excluded['reason'])}")
+    for rule in assessment.get("mql_rules", []):
+        mark = "[green]holds[/]" if rule["holds"] else "no"
+        console.print(f"MQL rule {rule['name']}: {mark} ({escape(rule['why'])})")
+    for trigger in assessment.get("fast_track", []):
+        mark = "[green]fired[/]" if trigger["fired"] else "no"
+        console.print(f"fast track {trigger['name']}: {mark} ({escape(trigger['why'])})")
+    for handoff in found["handoffs"]:
+        console.print(
+            f"open hand-off #{handoff['id']} ({handoff['kind']}, {handoff['priority']}): "
+            f"due {handoff['due_at'] or '-'}, owner {escape(handoff['owner'] or '-')}"
+        )
+    _print_history(found["stage_history"])
+
+
+def _print_history(history: list[dict[str, Any]]) -> None:
+    table = Table(title="Stage history")
+    for column in ("at", "cycle", "from", "to", "reason", "by", "score"):
+        table.add_column(column, overflow="fold")
+    for change in history:
+        table.add_row(
+            change["at"][:16].replace("T", " "),
+            str(change["cycle"]),
+            change["from"],
+            change["to"],
+            f"{change['reason']}: {change['detail']}",
+            change["actor"],
+            f"{change['score']:g}" if change["score"] is not None else "",
+        )
+    console.print(table)

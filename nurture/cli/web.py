@@ -1,0 +1,271 @@
+"""``nurture web`` (the web process), ``nurture events import|process`` and
+``nurture leads erase``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from nurture.bootstrap import Runtime, build_runtime
+from nurture.db.models import Lead
+from nurture.db.session import transaction
+from nurture.services.erasure import erase_lead, find_lead, is_erased_address
+from nurture.services.events import UnknownEmailPolicy
+from nurture.services.events_import import (
+    EventsImportReport,
+    ImportAborted,
+    check_file,
+    import_events,
+)
+from nurture.services.pipeline import enqueue, process_now, process_unscored
+from nurture.settings import Settings, load_settings
+
+log = logging.getLogger("nurture")
+events_app = typer.Typer(help="Site behavior events: bulk import, scoring catch-up.")
+SHOWN_ERRORS = 50
+REQUIRED_TABLES = ("leads", "messages", "events", "links", "suppressions", "score_entries")
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(1)
+
+
+def _checked_runtime(settings: Settings) -> Runtime:
+    """A runtime on a migrated database, or a clear error and exit 1."""
+    rt = build_runtime(settings)
+    where = rt.engine.url.render_as_string(hide_password=True)
+    try:
+        tables = set(inspect(rt.engine).get_table_names())
+    except SQLAlchemyError as exc:
+        rt.close()
+        raise _fail(f"cannot reach the database at {where}: {exc}") from None
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        rt.close()
+        raise _fail(f"the database at {where} lacks {', '.join(missing)}: run `nurture db upgrade`")
+    return rt
+
+
+def web(
+    host: Annotated[str | None, typer.Option(help="Address to bind (NURTURE_WEB_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (NURTURE_WEB_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (NURTURE_WEB_WORKERS).")
+    ] = None,
+) -> None:
+    """The web process: tracking links, unsubscribe, the JSON API and /healthz."""
+    settings = load_settings()
+    _checked_runtime(settings).close()
+    uvicorn.run(
+        "nurture.web.app:app_from_env",
+        factory=True,
+        host=host or settings.web_host,
+        port=settings.web_port if port is None else port,
+        workers=workers or settings.web_workers,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        log_level="info",
+    )
+
+
+class WebThread:
+    """The web app served from a thread of another process (``nurture run``)."""
+
+    def __init__(self, rt: Runtime, host: str, port: int) -> None:
+        from nurture.web.app import create_app
+
+        config = uvicorn.Config(
+            create_app(rt),
+            host=host,
+            port=port,
+            proxy_headers=True,
+            forwarded_allow_ips=rt.settings.forwarded_allow_ips,
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="nurture-web", daemon=True)
+
+    def start(self) -> WebThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_in_thread(rt: Runtime) -> WebThread:
+    """Start the web app on NURTURE_WEB_HOST:NURTURE_WEB_PORT in a daemon thread."""
+    log.info("web app on http://%s:%s", rt.settings.web_host, rt.settings.web_port)
+    return WebThread(rt, rt.settings.web_host, rt.settings.web_port).start()
+
+
+@events_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="JSON lines (.jsonl, .ndjson) or CSV (.csv).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the report, as JSON.")] = (
+        False
+    ),
+    unknown_email: Annotated[
+        str | None,
+        typer.Option(help="create or reject (default: NURTURE_UNKNOWN_EMAIL_EVENTS)."),
+    ] = None,
+) -> None:
+    """Import events (bulk history); bad rows are reported by number and field, and skipped."""
+    settings = load_settings()
+    policy = _policy(unknown_email or settings.unknown_email_events)
+    try:
+        check_file(file)
+    except ImportAborted as exc:
+        _abort(str(exc), as_json)
+    rt = _checked_runtime(settings)
+    try:
+        report = _run_import(rt, file, policy, None if as_json else Console(stderr=True))
+    except ImportAborted as exc:
+        _abort(str(exc), as_json)
+    finally:
+        rt.close()
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_report(report, Console())
+    if report.rows and report.created + report.duplicates == 0:
+        raise typer.Exit(1)
+
+
+def _policy(value: str) -> UnknownEmailPolicy:
+    if value == "create":
+        return "create"
+    if value == "reject":
+        return "reject"
+    raise typer.BadParameter("use create or reject", param_hint="--unknown-email")
+
+
+def _abort(message: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": message}, indent=2))
+        raise typer.Exit(1)
+    raise _fail(message)
+
+
+def _run_import(
+    rt: Runtime, file: Path, policy: UnknownEmailPolicy, console: Console | None
+) -> EventsImportReport:
+    now = datetime.now(UTC)
+
+    def process(ids: list[int]) -> None:
+        if rt.settings.broker_url:
+            enqueue(rt.settings, ids)
+        else:
+            process_now(rt.sessions, ids, now)
+
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=console is None,
+    )
+    with progress:
+        task = progress.add_task("importing events", total=_count_lines(file))
+        report = import_events(
+            file,
+            rt.sessions,
+            now=now,
+            unknown_email=policy,
+            default_timezone=rt.settings.default_timezone,
+            process=process,
+            on_progress=lambda rows: progress.update(task, completed=rows),
+        )
+        progress.update(task, total=report.rows, completed=report.rows)
+    return report
+
+
+def _count_lines(file: Path) -> int:
+    """Rows to expect (lines; a CSV's header is not one): an estimate for the progress bar."""
+    with file.open("rb") as stream:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+    return max(lines - (file.suffix.lower() == ".csv"), 0)
+
+
+def _print_report(report: EventsImportReport, console: Console) -> None:
+    if report.errors:
+        console.print(f"[bold]Rows not stored[/] ({report.unit} numbers of {report.file}):")
+        for error in report.errors[:SHOWN_ERRORS]:
+            console.print(f"  {report.unit} {error}", markup=False, highlight=False)
+        if len(report.errors) > SHOWN_ERRORS:
+            console.print(f"  ... and {len(report.errors) - SHOWN_ERRORS} more (see --json)")
+    table = Table(title="Events import", caption=report.file)
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    for label, count in (
+        ("rows read", report.rows),
+        ("stored", report.created),
+        ("duplicates (already stored)", report.duplicates),
+        ("rejected (unknown or erased email)", report.rejected),
+        ("invalid", report.invalid),
+        ("leads created", report.leads_created),
+    ):
+        table.add_row(label, str(count))
+    console.print(table)
+
+
+@events_app.command("process")
+def process_command() -> None:
+    """Score stored events nobody scored yet (e.g. after a crash or a broker outage)."""
+    rt = _checked_runtime(load_settings())
+    try:
+        done = process_unscored(rt.sessions, datetime.now(UTC))
+    finally:
+        rt.close()
+    Console().print(f"processed {done} events")
+
+
+def erase_command(
+    email: Annotated[str, typer.Argument(help="The lead's email address.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Erase a lead's personal data; a hashed suppression keeps it from ever being mailed."""
+    rt = _checked_runtime(load_settings())
+    try:
+        with rt.sessions() as session:
+            lead = find_lead(session, email)
+            erased = lead is None and is_erased_address(session, email)
+        if lead is None:
+            if erased:
+                Console().print(f"{escape(email)} was already erased")
+                return
+            raise _fail(f"no lead has the email {email}")
+        if not yes and not typer.confirm(f"Erase the personal data of {email}?"):
+            raise typer.Exit(1)
+        with transaction(rt.sessions) as session:
+            target = session.get(Lead, lead.id, with_for_update=True)
+            if target is None:
+                raise _fail(f"the lead with the email {email} was deleted meanwhile")
+            report = erase_lead(session, target, datetime.now(UTC))
+    finally:
+        rt.close()
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+        return
+    Console().print(
+        f"erased lead {report.lead_id}: {report.messages} messages and {report.events} events "
+        f"kept without personal data; {report.enrollments_exited} enrollments ended; "
+        "the address is suppressed by its hash"
+    )

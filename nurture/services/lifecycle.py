@@ -1,0 +1,594 @@
+"""The funnel in the database: stage changes with their history, MQL promotion and fast
+tracks after scoring, sales decisions, recycling and the engine's periodic funnel pass.
+
+Every stage change goes through :func:`change_stage`: the state machine says whether it is
+allowed (a refusal changes nothing), the change is recorded with the score at that moment,
+sequences the new stage ends are exited at once, and hand-offs open (with their SLA and
+notifications) or close. The caller owns the transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nurture.authoring.loaded import LoadedSequence
+from nurture.core.engine import Context, Position, goal_reached
+from nurture.db.models import Enrollment, Event, Lead, ScoreEntry, StageChange
+from nurture.db.session import transaction
+from nurture.lifecycle.config import SLA_STAGES, LifecycleSpec, RejectReason
+from nurture.lifecycle.decisions import SalesDecision, problems
+from nurture.lifecycle.loading import LifecycleConfigError, load_lifecycle
+from nurture.lifecycle.machine import (
+    MARKETING_STAGES,
+    Reason,
+    ReasonKind,
+    Refusal,
+    Stage,
+    TransitionRefused,
+    transition,
+)
+from nurture.lifecycle.rules import (
+    Assessment,
+    Promotion,
+    ScoreView,
+    assess,
+    matching_exclusions,
+)
+from nurture.services import handoff as handoffs
+from nurture.services import sla
+from nurture.services.catalog import Catalog, UnknownSequenceVersion
+from nurture.services.enrollment import enroll
+from nurture.services.scoring import ScoreBreakdown, lead_score
+from nurture.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from nurture.bootstrap import Runtime
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "nurture"
+# Leads whose cool-down ended, released per pass (the rest wait for the next one).
+RELEASES_PER_PASS = 500
+
+
+@dataclass
+class Funnel:
+    """What the funnel services need: the lifecycle spec (None: no lifecycle.yaml, so no
+    automatic promotion, hand-offs or SLAs), settings, and the sequences catalog."""
+
+    spec: LifecycleSpec | None
+    settings: Settings
+    catalog: Catalog | None = None
+
+    @classmethod
+    def load(cls, settings: Settings | None = None, catalog: Catalog | None = None) -> Funnel:
+        """The funnel of the configured sequences folder (raises LifecycleConfigError)."""
+        settings = settings or load_settings()
+        return cls(load_lifecycle(settings.sequences_dir), settings, catalog)
+
+    def catalog_for(self, session: Session) -> Catalog:
+        if self.catalog is None:
+            self.catalog = Catalog.from_db(session)
+        return self.catalog
+
+
+class DecisionRefused(ValueError):
+    """A sales decision that lacks something (BANT answers, a known reason code)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+# -- the score -----------------------------------------------------------------------------
+
+
+def current_score(session: Session, lead_id: int, now: datetime) -> ScoreBreakdown:
+    """The lead's score breakdown at ``now`` (scoring's ledger, decayed)."""
+    return lead_score(session, lead_id, now)
+
+
+def score_json(score: ScoreBreakdown) -> dict[str, Any]:
+    return {
+        "total": score.total,
+        "fit": score.fit,
+        "engagement": score.engagement,
+        "negative": score.negative,
+        "by_rule": dict(score.by_rule),
+        "fit_rules": sorted(score.fit_rules),
+    }
+
+
+# -- stage changes -------------------------------------------------------------------------
+
+
+def change_stage(
+    session: Session,
+    lead: Lead,
+    target: str,
+    reason: Reason,
+    actor: str,
+    now: datetime,
+    *,
+    funnel: Funnel | None = None,
+) -> StageChange:
+    """Move ``lead`` to ``target`` and record it; raise TransitionRefused (nothing
+    changed) when the state machine does not allow the move."""
+    moved = transition(lead.lifecycle_stage, target, reason, now)
+    if isinstance(moved, Refusal):
+        raise TransitionRefused(moved)
+    funnel = funnel or Funnel.load()
+    score = current_score(session, lead.id, now)
+    if moved.starts_new_cycle:
+        lead.cycle = (lead.cycle or 1) + 1
+    change = StageChange(
+        lead_id=lead.id,
+        from_stage=moved.from_stage.value,
+        to_stage=moved.to_stage.value,
+        at=now,
+        reason_kind=reason.kind.value,
+        reason_detail=reason.detail[:2000],
+        actor=actor[:200],
+        score=score.total,
+        cycle=lead.cycle,
+        data={**reason.data, "score": score_json(score)},
+    )
+    session.add(change)
+    lead.lifecycle_stage = moved.to_stage.value
+    lead.stage_changed_at = now
+    if moved.from_stage is Stage.recycled:
+        lead.recycle_until = None
+    session.flush()
+    _after_change(session, lead, change, reason, score, now, funnel)
+    return change
+
+
+def _after_change(
+    session: Session,
+    lead: Lead,
+    change: StageChange,
+    reason: Reason,
+    score: ScoreBreakdown,
+    now: datetime,
+    funnel: Funnel,
+) -> None:
+    """Stop what the new stage ends, settle and open hand-offs, start the stage's track."""
+    exit_sequences(session, lead, change.to_stage, now, funnel)
+    closed = handoffs.close_handoffs(session, lead.id, change.to_stage, now)
+    if funnel.spec is None:
+        return
+    late = sla.settle_closed(closed, now)
+    sla.notify_breaches(session, funnel.spec, funnel.settings, late, now)
+    if change.to_stage in SLA_STAGES:
+        _open_handoff(session, lead, change, reason, score, now, funnel.spec, funnel.settings)
+    track = funnel.spec.stage_sequence(change.to_stage)
+    if track:
+        enroll_named(session, lead, track, funnel.catalog_for(session), now)
+
+
+def _open_handoff(
+    session: Session,
+    lead: Lead,
+    change: StageChange,
+    reason: Reason,
+    score: ScoreBreakdown,
+    now: datetime,
+    spec: LifecycleSpec,
+    settings: Settings,
+) -> None:
+    kind = "fast_track" if reason.kind is ReasonKind.trigger else change.to_stage
+    due = sla.due_at(spec, settings, lead, change.to_stage, now)
+    notify = kind in handoffs.NOTIFY_KINDS
+    if due is None and not notify:
+        return
+    handoff = handoffs.open_handoff(
+        session,
+        lead,
+        stage=change.to_stage,
+        kind=kind,
+        priority="hot" if reason.kind is ReasonKind.trigger else "normal",
+        due_at=due,
+        owner=lead.owner or spec.handoff.default_owner,
+        now=now,
+    )
+    if notify:
+        why = {
+            "reason": reason.detail,
+            "rules": list(reason.data.get("rules", [])),
+            "score": score_json(score),
+        }
+        document = handoffs.build_context(
+            session, lead, handoff, why, spec.handoff.recent, settings.base_url
+        )
+        handoffs.queue_notification(
+            session,
+            event=f"handoff.{kind}",
+            document=document,
+            targets=handoffs.Targets.of(spec.handoff, settings),
+            lead_id=lead.id,
+            handoff_id=handoff.id,
+            now=now,
+        )
+
+
+def exit_sequences(
+    session: Session, lead: Lead, stage: str, now: datetime, funnel: Funnel
+) -> list[Enrollment]:
+    """Exit, now, the lead's active enrollments that ``stage`` ends (its goal, or it leaves
+    the audience); a disqualified lead leaves every one."""
+    query = select(Enrollment).where(Enrollment.lead_id == lead.id, Enrollment.status == "active")
+    exited = []
+    for enrollment in session.scalars(query):
+        reason = _exit_reason(session, enrollment, stage, funnel)
+        if reason:
+            _finish(enrollment, reason, now)
+            exited.append(enrollment)
+    return exited
+
+
+def _exit_reason(session: Session, enrollment: Enrollment, stage: str, funnel: Funnel) -> str:
+    if stage == Stage.disqualified:
+        return "disqualified: every sequence stops"
+    try:
+        spec = funnel.catalog_for(session).spec(
+            enrollment.sequence_key, enrollment.sequence_version, session
+        )
+    except UnknownSequenceVersion:
+        return "" if stage in MARKETING_STAGES else f"left the audience: lifecycle stage {stage}"
+    position = Position(enrollment.current_step, enrollment.entered_at)
+    # The engine's own rule, applied now instead of at the enrollment's next step.
+    return goal_reached(spec, position, Context(lead={"lifecycle_stage": stage}))
+
+
+def _finish(enrollment: Enrollment, reason: str, now: datetime) -> None:
+    enrollment.status = "exited"
+    enrollment.exit_reason = reason[:200]
+    enrollment.exited_at = now
+    enrollment.next_run_at = None
+    enrollment.claim_token = None
+    enrollment.claimed_until = None
+
+
+def enroll_named(
+    session: Session, lead: Lead, key: str, catalog: Catalog, now: datetime
+) -> Enrollment | None:
+    """Enroll ``lead`` in sequence ``key`` because lifecycle.yaml names it: persona and
+    journey stage are not matched; every other rule is (one sequence at a time, never a
+    disqualified or suppressed lead, the lifecycle stages and entry policy of the sequence)."""
+    if key not in catalog:
+        log.warning("lifecycle.yaml names sequence %s, which is not loaded", key)
+        return None
+    loaded = catalog.latest(key)
+    audience = loaded.spec.audience.model_copy(
+        update={"personas": [lead.persona], "journey_stages": [lead.journey_stage]}
+    )
+    named = loaded.spec.model_copy(update={"audience": audience})
+    only = Catalog([LoadedSequence(named, loaded.path, loaded.version)])
+    return enroll(session, lead, only, now)
+
+
+# -- promotion after scoring ----------------------------------------------------------------
+
+
+def evaluate_leads(
+    session: Session, lead_ids: Sequence[int], now: datetime, funnel: Funnel | None = None
+) -> list[StageChange]:
+    """Apply the MQL rules and fast-track triggers to these leads (after scoring)."""
+    if funnel is None:
+        try:
+            funnel = Funnel.load()
+        except LifecycleConfigError as exc:  # scoring stands; `nurture validate` says why
+            log.error("lifecycle.yaml has errors, leads not evaluated: %s", exc)
+            return []
+    if funnel.spec is None or not lead_ids:
+        return []
+    query = select(Lead).where(
+        Lead.id.in_(sorted(set(lead_ids))),
+        Lead.lifecycle_stage.in_([s.value for s in MARKETING_STAGES]),
+        Lead.erased_at.is_(None),
+    )
+    leads = list(session.scalars(query.order_by(Lead.id)))
+    events = _trigger_events(session, [lead.id for lead in leads], funnel.spec)
+    changes = []
+    for lead in leads:
+        found = assess_lead(session, lead, now, funnel.spec, events.get(lead.id, []))
+        if found.promotion is not None:
+            changes.append(_promote(session, lead, found, found.promotion, now, funnel))
+    return changes
+
+
+def assess_lead(
+    session: Session,
+    lead: Lead,
+    now: datetime,
+    spec: LifecycleSpec,
+    events: Sequence[tuple[str, datetime]] | None = None,
+) -> Assessment:
+    """What lifecycle.yaml says about the lead now (exclusions, rules, triggers)."""
+    score = current_score(session, lead.id, now)
+    if events is None:
+        events = _trigger_events(session, [lead.id], spec).get(lead.id, [])
+    return assess(
+        spec,
+        _lead_facts(lead),
+        ScoreView(score.total, frozenset(score.fit_rules)),
+        events,
+        lead.stage_changed_at,
+        lead.recycle_until,
+        now,
+    )
+
+
+def _promote(
+    session: Session,
+    lead: Lead,
+    found: Assessment,
+    promotion: Promotion,
+    now: datetime,
+    funnel: Funnel,
+) -> StageChange:
+    fired = [c.name for c in (*found.triggers, *found.rules) if c.holds]
+    reason = Reason(
+        promotion.kind,
+        promotion.detail,
+        {"rule": promotion.rule, "rules": fired, "hot": promotion.hot},
+    )
+    return change_stage(session, lead, promotion.target, reason, SYSTEM_ACTOR, now, funnel=funnel)
+
+
+def _trigger_events(
+    session: Session, lead_ids: Sequence[int], spec: LifecycleSpec
+) -> dict[int, list[tuple[str, datetime]]]:
+    types = sorted({trigger.event for trigger in spec.fast_track})
+    if not types or not lead_ids:
+        return {}
+    rows = session.execute(
+        select(Event.lead_id, Event.type, Event.occurred_at).where(
+            Event.lead_id.in_(lead_ids), Event.type.in_(types), Event.is_human.is_(True)
+        )
+    )
+    found: dict[int, list[tuple[str, datetime]]] = {}
+    for lead_id, event_type, occurred_at in rows:
+        if lead_id is not None:
+            found.setdefault(lead_id, []).append((event_type, occurred_at))
+    return found
+
+
+def _lead_facts(lead: Lead) -> dict[str, Any]:
+    fields = ("email", "first_name", "last_name", "company", "title", "industry")
+    facts: dict[str, Any] = {name: getattr(lead, name) for name in fields}
+    facts.update(
+        company_size=lead.company_size,
+        country=lead.country,
+        persona=lead.persona,
+        journey_stage=lead.journey_stage,
+        lifecycle_stage=lead.lifecycle_stage,
+        attributes=dict(lead.attributes or {}),
+    )
+    return facts
+
+
+# -- sales decisions -------------------------------------------------------------------------
+
+
+def apply_decision(
+    session: Session,
+    lead: Lead,
+    decision: SalesDecision,
+    now: datetime,
+    funnel: Funnel | None = None,
+) -> StageChange:
+    """Apply a sales (or CRM) decision; raise DecisionRefused or TransitionRefused (then
+    nothing changed)."""
+    funnel = funnel or Funnel.load()
+    if funnel.spec is None:
+        raise DecisionRefused("decision", "no lifecycle.yaml in the sequences folder")
+    for field_name, message in problems(funnel.spec, decision):
+        raise DecisionRefused(field_name, message)
+    refusal = transition(lead.lifecycle_stage, decision.target, Reason(ReasonKind.sales), now)
+    if isinstance(refusal, Refusal):
+        raise TransitionRefused(refusal)
+    actor = decision.actor or "sales"
+    if decision.decision == "reject":
+        code = decision.reason_code
+        rejected = funnel.spec.reject_reason(code)
+        assert rejected is not None  # checked by problems()
+        return recycle(session, lead, code, rejected, decision, actor, now, funnel)
+    if decision.decision == "accept" and not lead.owner:
+        lead.owner = actor
+    reason = Reason(ReasonKind.sales, _detail(decision), _decision_data(decision))
+    return change_stage(session, lead, decision.target, reason, actor, now, funnel=funnel)
+
+
+def _detail(decision: SalesDecision) -> str:
+    """``reject (timing): call back in Q3``: what the stage history shows."""
+    code = f" ({decision.reason_code})" if decision.reason_code else ""
+    note = f": {decision.note}" if decision.note else ""
+    return f"{decision.decision}{code}{note}"
+
+
+def _decision_data(decision: SalesDecision) -> dict[str, Any]:
+    data: dict[str, Any] = {"decision": decision.decision}
+    if decision.reason_code:
+        data["reason_code"] = decision.reason_code
+    if decision.note:
+        data["note"] = decision.note
+    if decision.bant.answered():
+        data["bant"] = decision.bant.answered()
+    return data
+
+
+def recycle(
+    session: Session,
+    lead: Lead,
+    code: str,
+    rejected: RejectReason,
+    decision: SalesDecision,
+    actor: str,
+    now: datetime,
+    funnel: Funnel,
+) -> StageChange:
+    """Sales rejected the lead: back to marketing, silent for the reason's cool-down, with
+    its engagement score reset or cut as the reason says."""
+    until = now + rejected.cooldown.span
+    data = {
+        **_decision_data(decision),
+        "cooldown_until": until.isoformat(),
+        "renurture_sequence": rejected.sequence,
+        "keep_engagement": rejected.keep_engagement,
+    }
+    reason = Reason(ReasonKind.sales, _detail(decision), data)
+    change = change_stage(session, lead, Stage.recycled, reason, actor, now, funnel=funnel)
+    lead.recycle_until = until
+    lead.recycle_reason = code
+    adjust_engagement(session, lead.id, rejected.keep_engagement, code, now)
+    return change
+
+
+def adjust_engagement(
+    session: Session, lead_id: int, keep: float, code: str, now: datetime
+) -> ScoreEntry | None:
+    """Cut the lead's engagement to ``keep`` of what it is worth now, with one ledger
+    entry (category engagement, decaying like the rest, so the ledger still sums exactly)."""
+    engagement = current_score(session, lead_id, now).engagement
+    points = -round(engagement * (1 - keep), 2)
+    if engagement <= 0 or points == 0:
+        return None
+    rule = "recycle:reset" if keep == 0 else f"recycle:keep-{keep:g}"
+    entry = ScoreEntry(
+        lead_id=lead_id,
+        event_id=None,
+        category="engagement",
+        rule=rule,
+        points=points,
+        decays=True,
+        occurred_at=now,
+        created_at=now,
+        detail=f"sales rejected ({code}): engagement {engagement:g} -> {engagement + points:g}",
+    )
+    session.add(entry)
+    return entry
+
+
+# -- the periodic pass --------------------------------------------------------------------
+
+
+def release_recycled(session: Session, now: datetime, funnel: Funnel) -> list[int]:
+    """Leads whose cool-down is over re-enter nurturing: the reason's re-nurture sequence
+    (they stay ``recycled`` in it), or else back to ``lead`` and their persona's track."""
+    query = select(Lead).where(
+        Lead.lifecycle_stage == Stage.recycled.value,
+        Lead.recycle_until.is_not(None),
+        Lead.recycle_until <= now,
+        Lead.erased_at.is_(None),
+    )
+    released = list(session.scalars(query.order_by(Lead.recycle_until).limit(RELEASES_PER_PASS)))
+    catalog = funnel.catalog_for(session)
+    for lead in released:
+        lead.recycle_until = None
+        rejected = funnel.spec.reject_reason(lead.recycle_reason) if funnel.spec else None
+        track = rejected.sequence if rejected else None
+        if track and enroll_named(session, lead, track, catalog, now) is not None:
+            continue
+        detail = f"cool-down over ({lead.recycle_reason or 'no reason'}): back to nurturing"
+        reason = Reason(ReasonKind.system, detail, {"reason_code": lead.recycle_reason})
+        change_stage(session, lead, Stage.lead, reason, SYSTEM_ACTOR, now, funnel=funnel)
+        enroll(session, lead, catalog, now)
+    return [lead.id for lead in released]
+
+
+@dataclass
+class FunnelReport:
+    """What one funnel pass did."""
+
+    released: int = 0
+    breached: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def funnel_pass(rt: Runtime, now: datetime) -> FunnelReport:
+    """The engine's periodic funnel work: end cool-downs, record SLA breaches, deliver
+    due hand-off notifications. A broken lifecycle.yaml is logged, never raised."""
+    report = FunnelReport()
+    try:
+        funnel = Funnel.load(rt.settings, rt.catalog)
+    except LifecycleConfigError as exc:  # the send pass must go on
+        log.error("lifecycle.yaml not usable, funnel pass skipped: %s", exc)
+        report.errors.append(str(exc))
+        return report
+    if funnel.spec is not None:
+        with transaction(rt.sessions) as session:
+            report.released = len(release_recycled(session, now, funnel))
+            report.breached = len(sla.mark_breaches(session, funnel.spec, rt.settings, now))
+    attempts = funnel.spec.handoff.max_attempts if funnel.spec else 8
+    sent = handoffs.deliver_due(rt.sessions, rt.settings, now, max_attempts=attempts)
+    report.delivered, report.retried, report.failed = sent.delivered, sent.retried, sent.failed
+    report.errors += sent.errors
+    if report.released or report.breached or report.delivered or report.retried or report.failed:
+        log.info(
+            "funnel: %d cool-downs ended, %d SLA breaches, webhooks %d delivered, "
+            "%d to retry, %d failed",
+            report.released,
+            report.breached,
+            report.delivered,
+            report.retried,
+            report.failed,
+        )
+    return report
+
+
+# -- what a salesperson sees ------------------------------------------------------------------
+
+
+def lead_status(
+    session: Session, lead: Lead, now: datetime, funnel: Funnel | None = None
+) -> dict[str, Any]:
+    """The lead's funnel state as JSON data: stage, score, why it is or is not an MQL
+    (ICP exclusions included), open hand-offs and its stage history."""
+    funnel = funnel or Funnel.load()
+    score = current_score(session, lead.id, now)
+    status: dict[str, Any] = {
+        "lead": handoffs.lead_json(lead, funnel.settings.base_url),
+        "stage": lead.lifecycle_stage,
+        "cycle": lead.cycle,
+        "owner": lead.owner,
+        "recycle_until": lead.recycle_until.isoformat() if lead.recycle_until else None,
+        "recycle_reason": lead.recycle_reason,
+        "score": score_json(score),
+        "handoffs": [handoffs.handoff_json(h) for h in handoffs.open_handoffs(session, lead.id)],
+        "stage_history": handoffs.stage_history(session, lead.id),
+    }
+    if funnel.spec is not None:
+        status["assessment"] = assessment_json(assess_lead(session, lead, now, funnel.spec))
+    return status
+
+
+def assessment_json(found: Assessment) -> dict[str, Any]:
+    return {
+        "excluded": [{"name": name, "reason": reason} for name, reason in found.exclusions],
+        "mql_rules": [{"name": c.name, "holds": c.holds, "why": c.why} for c in found.rules],
+        "fast_track": [{"name": c.name, "fired": c.holds, "why": c.why} for c in found.triggers],
+        "cooling_until": found.cooling_until.isoformat() if found.cooling_until else None,
+        "next": (
+            {"to": found.promotion.target.value, "why": found.promotion.detail}
+            if found.promotion
+            else None
+        ),
+        "why_not": found.why_not,
+    }
+
+
+def icp_exclusions(lead: Lead, now: datetime, spec: LifecycleSpec) -> list[str]:
+    """Why the lead can never become an MQL (ICP exclusions it matches; empty: none).
+    For screens such as ``nurture lead show``."""
+    return [reason for _, reason in matching_exclusions(spec.exclusions, _lead_facts(lead), now)]

@@ -1,0 +1,1 @@
+"""Tracking of sent mail: link rewriting and bot filtering (pure functions)."""

@@ -1,0 +1,273 @@
+"""The JSON API (/api/v1): leads (upsert, read with score and timeline, erase) and events
+(one or a batch). Every route needs an API key. Handlers validate, call a service in one
+transaction, and answer; the services decide."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Discriminator, Tag, ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nurture.db.models import Event, Lead, Message
+from nurture.db.session import transaction
+from nurture.leads.schema import LeadIn, lead_context
+from nurture.services.erasure import erase_lead
+from nurture.services.events import EventBatch, EventIn, IngestReport, store_events
+from nurture.services.lead_upsert import UpsertResult, upsert_lead
+from nurture.services.scoring import lead_score
+from nurture.web.auth import require_api_key
+from nurture.web.context import WebContext, web_context
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
+Context = Annotated[WebContext, Depends(web_context)]
+# Tags of the two shapes of POST /api/v1/events; error locations leave them out.
+SINGLE, BATCH = "single", "batch"
+UNION_TAGS = frozenset({SINGLE, BATCH})
+TIMELINE_LIMIT = 200
+
+
+class LeadOut(BaseModel):
+    """A lead as the API shows it."""
+
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    company: str
+    title: str
+    industry: str
+    company_size: int | None
+    country: str
+    timezone: str
+    locale: str
+    persona: str
+    journey_stage: str
+    lifecycle_stage: str
+    attributes: dict[str, Any]
+    erased_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, lead: Lead) -> LeadOut:
+        return cls.model_validate({name: getattr(lead, name) for name in cls.model_fields})
+
+
+class UpsertOut(BaseModel):
+    """The answer to POST /api/v1/leads."""
+
+    created: bool
+    lead: LeadOut
+    enrolled_in: str | None = None
+    not_enrolled: str | None = None
+
+
+class EventOut(BaseModel):
+    """The answer to one event (status created or duplicate)."""
+
+    status: Literal["created", "duplicate"]
+    event_id: int | None = None
+    lead_id: int | None = None
+
+
+def _which(value: Any) -> str:
+    return BATCH if isinstance(value, dict) and "events" in value else SINGLE
+
+
+EventsBody = Annotated[
+    Annotated[EventIn, Tag(SINGLE)] | Annotated[EventBatch, Tag(BATCH)], Discriminator(_which)
+]
+
+
+@router.post(
+    "/leads",
+    response_model=UpsertOut,
+    responses={201: {"model": UpsertOut, "description": "Created"}},
+    summary="Create or update a lead by email",
+)
+def post_lead(body: LeadIn, context: Context) -> JSONResponse:
+    """Upsert by email (case-insensitive): given fields overwrite, attributes merge; the
+    audience rules may enroll the lead. 201 when created, 200 when updated."""
+    given = _with_personas(body, context)
+    now = context.clock()
+    for attempt in (1, 2):
+        try:
+            with context.writing(), transaction(context.runtime.sessions) as session:
+                result = upsert_lead(
+                    session, given, context.catalog(), now, context.settings.default_timezone
+                )
+                out = _upsert_out(result)
+            break
+        except IntegrityError:  # created by a concurrent request: the retry updates it
+            if attempt == 2:
+                raise
+    code = status.HTTP_201_CREATED if out.created else status.HTTP_200_OK
+    return JSONResponse(out.model_dump(mode="json"), status_code=code)
+
+
+def _with_personas(body: LeadIn, context: WebContext) -> LeadIn:
+    """The body validated again with the known personas (422 naming ``persona``)."""
+    data = body.model_dump(mode="json", exclude_unset=True)
+    try:
+        return LeadIn.model_validate(data, context=lead_context(context.catalog().personas()))
+    except ValidationError as exc:
+        raise RequestValidationError(_located(exc, ("body",))) from None
+
+
+def _upsert_out(result: UpsertResult) -> UpsertOut:
+    return UpsertOut(
+        created=result.created,
+        lead=LeadOut.of(result.lead),
+        enrolled_in=result.enrollment.sequence_key if result.enrollment else None,
+        not_enrolled=result.not_enrolled or None,
+    )
+
+
+@router.get("/leads/{lead_id}", summary="A lead with its score and timeline")
+def get_lead(
+    lead_id: int,
+    context: Context,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Items per kind.")] = TIMELINE_LIMIT,
+) -> dict[str, Any]:
+    """Fit, engagement and total now, the breakdown by rule (it sums to the total), and
+    the timeline of messages, events and score changes (the most recent ``limit`` of each)."""
+    now = context.clock()
+    with context.runtime.sessions() as session:
+        lead = session.get(Lead, lead_id)
+        if lead is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no lead with id {lead_id}")
+        score = lead_score(session, lead_id, now)
+        timeline = _timeline(session, lead_id, limit)
+    score_lines = [
+        {
+            "kind": "score",
+            "at": line.occurred_at.isoformat(),
+            "rule": line.rule,
+            "category": line.category,
+            "points": line.points,
+            "now_worth": line.decayed,
+        }
+        for line in score.entries[-limit:]
+    ]
+    items = sorted(timeline + score_lines, key=lambda item: item["at"])
+    return {
+        "lead": LeadOut.of(lead).model_dump(mode="json"),
+        "score": score.to_json(),
+        "timeline": items,
+    }
+
+
+def _timeline(session: Session, lead_id: int, limit: int) -> list[dict[str, Any]]:
+    messages = session.scalars(
+        select(Message).where(Message.lead_id == lead_id).order_by(Message.id.desc()).limit(limit)
+    )
+    events = session.scalars(
+        select(Event)
+        .where(Event.lead_id == lead_id)
+        .order_by(Event.occurred_at.desc(), Event.id.desc())
+        .limit(limit)
+    )
+    # Both were read newest first (the limit keeps the most recent); the timeline runs forward.
+    items = [
+        {
+            "kind": "message",
+            "at": (m.sent_at or m.created_at).isoformat(),
+            "id": m.id,
+            "sequence": m.sequence_key,
+            "step": m.step_id,
+            "status": m.status,
+            "subject": m.subject,
+        }
+        for m in reversed(list(messages))
+    ]
+    items += [
+        {
+            "kind": "event",
+            "at": e.occurred_at.isoformat(),
+            "id": e.id,
+            "type": e.type,
+            "is_human": e.is_human,
+            "message_id": e.message_id,
+            "data": e.data,
+        }
+        for e in reversed(list(events))
+    ]
+    return items
+
+
+@router.post("/leads/{lead_id}/erase", summary="Erase a lead's personal data")
+def post_erase(lead_id: int, context: Context) -> dict[str, Any]:
+    """Right to be forgotten: personal data removed, a hashed suppression kept so the
+    address is never mailed again; counts of messages and events stay as they were."""
+    return _erase(lead_id, context)
+
+
+@router.delete("/leads/{lead_id}", summary="Erase a lead's personal data (same as /erase)")
+def delete_lead(lead_id: int, context: Context) -> dict[str, Any]:
+    """The same as POST /api/v1/leads/{id}/erase: rows stay, personal data goes."""
+    return _erase(lead_id, context)
+
+
+def _erase(lead_id: int, context: WebContext) -> dict[str, Any]:
+    with context.writing(), transaction(context.runtime.sessions) as session:
+        lead = session.get(Lead, lead_id, with_for_update=True)
+        if lead is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no lead with id {lead_id}")
+        return erase_lead(session, lead, context.clock()).to_json()
+
+
+@router.post(
+    "/events",
+    summary="Record one event, or a batch",
+    responses={
+        200: {"description": "A batch: what became of each event, by index"},
+        201: {"model": EventOut, "description": "One event, stored"},
+    },
+)
+def post_events(body: EventsBody, context: Context) -> JSONResponse:
+    """One event, or ``{"events": [...]}`` (one transaction). A known dedupe key is a
+    duplicate, not an error. An unknown email creates the lead or is rejected
+    (NURTURE_UNKNOWN_EMAIL_EVENTS)."""
+    events = body.events if isinstance(body, EventBatch) else [body]
+    report = _ingest(events, context)
+    if isinstance(body, EventBatch):
+        return JSONResponse(report.to_json())
+    result = report.results[0]
+    if result.status == "rejected":
+        errors = [
+            {"loc": ["body", f], "field": f, "msg": m, "type": "value_error"}
+            for f, m in result.errors
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+    out = EventOut(status=result.status, event_id=result.event_id, lead_id=result.lead_id)
+    code = status.HTTP_201_CREATED if result.status == "created" else status.HTTP_200_OK
+    return JSONResponse(out.model_dump(exclude_none=True), status_code=code)
+
+
+def _ingest(events: list[EventIn], context: WebContext) -> IngestReport:
+    now = context.clock()
+    settings = context.settings
+    with context.writing(), transaction(context.runtime.sessions) as session:
+        report = store_events(
+            session,
+            events,
+            now=now,
+            unknown_email=settings.unknown_email_events,
+            default_timezone=settings.default_timezone,
+        )
+    context.process_api_events(report.new_event_ids)
+    return report
+
+
+def _located(error: ValidationError, prefix: tuple[str | int, ...]) -> list[dict[str, Any]]:
+    return [
+        {**item, "loc": (*prefix, *item["loc"])}
+        for item in error.errors(include_url=False, include_context=False)
+    ]
