@@ -29,8 +29,11 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Needs Debian's postfix package for smtp-sink (see bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/track.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) nurture.db nurture.db-* outbox .pytest_cache .mypy_cache .ruff_cache
