@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+from sqlalchemy.exc import OperationalError
 
 from nurture.cli import authoring, db, engine, leads, report, sales, scoring, web
 
+_console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(
     name="nurture",
     help="Lead-nurture automation: drip sequences as code.",
@@ -29,4 +35,23 @@ app.command()(authoring.preview)
 
 
 def main() -> None:
-    app()
+    """Run the CLI; configuration and database problems end with a message, not a traceback."""
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        for error in exc.errors():
+            name = "NURTURE_" + "_".join(str(part) for part in error["loc"]).upper()
+            _console.print(f"configuration error: {name}: {error['msg']}", markup=False)
+        sys.exit(2)
+    except OperationalError as exc:
+        _console.print(f"database error: {_database_hint(exc)}", markup=False)
+        sys.exit(1)
+
+
+def _database_hint(exc: OperationalError) -> str:
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    if "no such table" in text or ("does not exist" in text and "relation" in text):
+        return f"{text.splitlines()[0]}; is the database migrated? run: nurture db upgrade"
+    return f"{text.splitlines()[0]} (check NURTURE_DATABASE_URL)"

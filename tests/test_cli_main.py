@@ -1,0 +1,35 @@
+"""The ``nurture`` entry point turns configuration and database problems into messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def nurture(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    code = "from nurture.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_bad_setting_names_the_variable(tmp_path: Path) -> None:
+    result = nurture("tick", env={"NURTURE_BATCH_SIZE": "abc"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "configuration error: NURTURE_BATCH_SIZE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = nurture("outbox", env={"NURTURE_DATABASE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "nurture db upgrade" in result.stderr
+    assert "Traceback" not in result.stderr
