@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # Optional mailto for List-Unsubscribe, e.g. unsubscribe@nurture.example
     unsubscribe_mailto: str = ""
     # Signs tracking and unsubscribe tokens. Change it in production.
-    secret_key: str = "change-me-in-production"
+    secret_key: str = "change-me-in-production"  # refused outside loopback: see below
 
     # Leads without their own time zone / locale get these.
     default_timezone: str = "UTC"
@@ -117,6 +117,27 @@ class Settings(BaseSettings):
     def api_key_list(self) -> list[str]:
         """The configured API keys (empty entries dropped)."""
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+
+DEFAULT_SECRET_KEY = "change-me-in-production"
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class InsecureSettings(ValueError):
+    """A setting that is fine on a laptop but would be dangerous in production."""
+
+
+def require_secret_key(settings: Settings, process: str) -> None:
+    """Refuse to serve signed links with the default key outside a loopback-only setup:
+    with it, anyone could forge unsubscribe, open and click tokens."""
+    weak = settings.secret_key == DEFAULT_SECRET_KEY or len(settings.secret_key) < 16
+    exposed = bool(settings.broker_url) or settings.web_host not in _LOOPBACK_HOSTS
+    if weak and exposed:
+        raise InsecureSettings(
+            f"{process}: NURTURE_SECRET_KEY is the default or shorter than 16 characters; "
+            "set a long random value, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

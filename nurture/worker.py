@@ -18,7 +18,7 @@ from nurture.services.advance import process_claims
 from nurture.services.pipeline import process_events
 from nurture.services.scheduler import Claim
 from nurture.services.ticks import dispatch_due
-from nurture.settings import Settings, load_settings
+from nurture.settings import Settings, load_settings, require_secret_key
 
 log = logging.getLogger(__name__)
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -61,7 +61,9 @@ def runtime() -> Runtime:
     """This worker process's runtime, built on first use (never at import)."""
     global _runtime
     if _runtime is None:
-        rt = build_runtime(load_settings())
+        settings = load_settings()
+        require_secret_key(settings, "celery worker")
+        rt = build_runtime(settings)
         now = datetime.now(UTC)
         if rt.settings.sequences_dir.is_dir():
             rt.load_catalog(now)

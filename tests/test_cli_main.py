@@ -33,3 +33,19 @@ def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "nurture db upgrade" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_default_secret_is_refused_when_exposed(tmp_path: Path) -> None:
+    from nurture.settings import InsecureSettings, Settings, require_secret_key
+
+    require_secret_key(Settings(), "nurture run")  # loopback only: allowed
+    for exposed in (Settings(broker_url="redis://127.0.0.1:6379/0"), Settings(web_host="0.0.0.0")):
+        try:
+            require_secret_key(exposed, "web")
+        except InsecureSettings as exc:
+            assert "NURTURE_SECRET_KEY" in str(exc)
+        else:
+            raise AssertionError("the default secret was accepted")
+    require_secret_key(Settings(web_host="0.0.0.0", secret_key="x" * 32), "web")
+    result = nurture("web", "--host", "0.0.0.0", env={}, cwd=tmp_path)
+    assert result.returncode == 2 and "refusing to start" in result.stderr

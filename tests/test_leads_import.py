@@ -542,3 +542,12 @@ def test_cli_says_to_migrate_an_empty_database(tmp_path: Path, sequences_dir: Pa
     assert "run `nurture db upgrade`" in result.output
     listed = cli(url, "leads", "list")
     assert listed.exit_code == 1 and "nurture db upgrade" in listed.output
+
+
+def test_a_name_with_a_control_character_is_a_bad_row() -> None:
+    from pydantic import ValidationError
+
+    from nurture.leads.schema import LeadIn
+
+    with pytest.raises(ValidationError, match="control character"):
+        LeadIn.model_validate({"email": "a@example.com", "first_name": "A\x0bReply-To: x"})

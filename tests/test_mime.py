@@ -277,3 +277,11 @@ def test_body_encoding_is_readable_and_decodes_intact(text: str, encoding: str) 
     assert plain is not None
     assert plain["Content-Transfer-Encoding"] == encoding
     assert plain.get_content().replace("\r\n", "\n") == text
+
+
+@pytest.mark.parametrize("sneaky", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"])
+def test_header_fields_refuse_every_kind_of_line_break(sneaky: str) -> None:
+    # The email package writes some of these as a real CRLF: a name could inject headers.
+    email = outgoing(to_name=f"A{sneaky}Reply-To: phish@evil.example")
+    with pytest.raises(ValueError, match="to_name"):
+        build_message(email)

@@ -32,6 +32,7 @@ def worker_env(
     redis.Redis.from_url(redis_url).flushdb()
     env = {
         "NURTURE_BROKER_URL": redis_url,
+        "NURTURE_SECRET_KEY": "a-long-test-secret-for-the-worker",
         "NURTURE_DATABASE_URL": db_url,
         "NURTURE_TRANSPORT": "smtp",
         "NURTURE_SMTP_HOST": smtp_sink.host,

@@ -10,6 +10,7 @@ from rich.console import Console
 from sqlalchemy.exc import OperationalError
 
 from nurture.cli import authoring, db, engine, leads, report, sales, scoring, web
+from nurture.settings import InsecureSettings
 
 _console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(
@@ -44,6 +45,9 @@ def main() -> None:
         for error in exc.errors():
             name = "NURTURE_" + "_".join(str(part) for part in error["loc"]).upper()
             _console.print(f"configuration error: {name}: {error['msg']}", markup=False)
+        sys.exit(2)
+    except InsecureSettings as exc:
+        _console.print(f"refusing to start: {exc}", markup=False)
         sys.exit(2)
     except OperationalError as exc:
         _console.print(f"database error: {_database_hint(exc)}", markup=False)

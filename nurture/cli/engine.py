@@ -23,7 +23,7 @@ from nurture.db.models import Message
 from nurture.services.advance import BatchReport
 from nurture.services.simulation import SimulationReport, deferral_reasons, simulate
 from nurture.services.ticks import tick as run_tick
-from nurture.settings import load_settings
+from nurture.settings import load_settings, require_secret_key
 
 console = Console()
 log = logging.getLogger("nurture")
@@ -153,6 +153,8 @@ def run(
     """The engine on one machine without Redis, with the web app in a thread, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rt = _runtime_or_exit(datetime.now(UTC))
+    if web:
+        require_secret_key(rt.settings, "nurture run")
     server = serve_in_thread(rt) if web else None
     interval = tick_seconds or rt.settings.tick_seconds
     stopping = False

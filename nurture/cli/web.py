@@ -31,7 +31,7 @@ from nurture.services.events_import import (
     import_events,
 )
 from nurture.services.pipeline import enqueue, process_now, process_unscored
-from nurture.settings import Settings, load_settings
+from nurture.settings import Settings, load_settings, require_secret_key
 
 log = logging.getLogger("nurture")
 events_app = typer.Typer(help="Site behavior events: bulk import, scoring catch-up.")
@@ -69,6 +69,7 @@ def web(
 ) -> None:
     """The web process: tracking links, unsubscribe, the JSON API and /healthz."""
     settings = load_settings()
+    require_secret_key(settings.model_copy(update={"web_host": host or settings.web_host}), "web")
     _checked_runtime(settings).close()
     uvicorn.run(
         "nurture.web.app:app_from_env",

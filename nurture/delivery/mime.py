@@ -277,11 +277,16 @@ def _folded(name: str, value: str) -> str | None:
     return folded[len(label) :].removesuffix(POLICY.linesep)
 
 
+# Every character str.splitlines() breaks on (the email package writes some of them as a
+# CRLF), and the other controls except tab (folding whitespace): none belongs in a header.
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _check_fields(email: OutgoingEmail) -> None:
     for name in _HEADER_FIELDS:
         value = getattr(email, name)
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"OutgoingEmail.{name} contains a line break: {value!r}")
+        if _HEADER_CONTROL.search(value):
+            raise ValueError(f"OutgoingEmail.{name} contains a line break or control: {value!r}")
     for name in ("text", "html"):
         if not getattr(email, name).strip():
             raise ValueError(f"OutgoingEmail.{name} is empty; every email needs text and HTML")
@@ -356,7 +361,7 @@ def _check_extra_header(name: str, value: str) -> None:
         raise ValueError(
             f"OutgoingEmail.headers: {name!r} is set by build_message and cannot be overridden"
         )
-    if "\r" in value or "\n" in value:
+    if _HEADER_CONTROL.search(value):
         raise ValueError(f"OutgoingEmail.headers: value of {name!r} contains a line break")
 
 

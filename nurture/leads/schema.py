@@ -65,9 +65,11 @@ class LeadIn(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _clean_text(cls, value: Any) -> Any:
-        # PostgreSQL refuses NUL in text; surrogates are bytes that were not UTF-8.
+        # PostgreSQL refuses NUL in text; surrogates are bytes that were not UTF-8; a field
+        # that ends up in an email header (a name) must be one line.
         if isinstance(value, str):
             check_text(value)
+            check_line(value)
         return value
 
     @field_validator("email")
@@ -163,6 +165,18 @@ def check_text(value: str) -> None:
         raise ValueError("contains a NUL character")
     if _SURROGATES.search(value):
         raise ValueError("is not valid UTF-8 text (save the file as UTF-8)")
+
+
+# Anything str.splitlines() breaks on, and the other C0/C1 control characters: in a name
+# they would end up in a To: header, where the email library writes some as line breaks.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_line(value: str) -> None:
+    """Refuse line breaks and control characters in a one-line field."""
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"contains a line break or control character ({found.group()!r})")
 
 
 def normalize_email(value: str) -> str:

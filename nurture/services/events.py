@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Base, Event, Lead, Suppression
-from nurture.leads.schema import LeadIn, check_text, normalize_email
+from nurture.leads.schema import LeadIn, check_line, check_text, normalize_email
 from nurture.services.erasure import email_hash
 from nurture.services.scoring import refresh_fit
 
@@ -95,6 +95,7 @@ class EventIn(BaseModel):
     def _text(cls, value: Any) -> Any:
         if isinstance(value, str):
             check_text(value)
+            check_line(value)
         return value
 
     @field_validator("email")

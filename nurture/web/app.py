@@ -5,6 +5,7 @@ does the same from the environment (one app, one database pool per worker proces
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +27,9 @@ from nurture.web.context import Clock, WebContext, utc_now
 DESCRIPTION = """Tracking endpoints (open pixel, click redirect, unsubscribe) and the JSON API
 for leads and site behavior. Every `/api/v1` route needs an API key:
 `Authorization: Bearer <key>` or `X-API-Key: <key>` (keys from `NURTURE_API_KEYS`)."""
+
+
+log = logging.getLogger(__name__)
 
 
 def create_app(runtime: Runtime, *, clock: Clock = utc_now, owns_runtime: bool = False) -> FastAPI:
@@ -68,9 +72,10 @@ def _healthz(request: Request) -> JSONResponse:
     try:
         with context.runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return JSONResponse({"status": "error", "database": reason}, status_code=503)
+    except SQLAlchemyError:
+        # The reason can name hosts and users: it goes to the log, not to the public.
+        log.exception("health check: the database did not answer")
+        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
