@@ -241,3 +241,29 @@ def test_enroll_many_costs_the_same_few_queries_for_any_batch(
     assert [o.decision.outcome for o in outcomes[-5:]] == [Outcome.already_active] * 5
     with session_factory() as session:
         assert len(session.scalars(select(Enrollment)).all()) == 200
+
+
+def test_a_recycled_lead_is_silent_until_its_cool_down_ends() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from nurture.authoring.schema import SequenceSpec
+    from nurture.core.audience import Outcome, choose_sequence
+
+    spec = SequenceSpec.model_validate(
+        {
+            "key": "renurture",
+            "name": "Re-nurture",
+            "audience": {
+                "personas": ["cfo"],
+                "journey_stages": ["awareness"],
+                "lifecycle_stages": ["recycled"],
+            },
+            "steps": [{"id": "hello", "exit": "done"}],
+        }
+    )
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    until = now + timedelta(days=60)
+    during = choose_sequence([spec], "cfo", "awareness", "recycled", [], now, recycle_until=until)
+    assert during.outcome is Outcome.cooling_down and during.until == until
+    after = choose_sequence([spec], "cfo", "awareness", "recycled", [], until, recycle_until=until)
+    assert after.enroll

@@ -4,7 +4,8 @@ The rules, in the order they are checked:
 
 1. One nurture track at a time: a lead active in ANY sequence enters no other one; it is
    re-considered when that enrollment ends (completed or exited).
-2. Disqualified leads are never nurtured, whatever a sequence's audience says.
+2. Disqualified leads are never nurtured, whatever a sequence's audience says; a lead
+   sales recycled is silent until its cool-down ends (``recycle_until``).
 3. A sequence matches when the lead's persona and journey stage are in its audience, and
    its lifecycle stage is among the audience's lifecycle stages (by default subscriber,
    lead and recycled).
@@ -72,6 +73,7 @@ def choose_sequence(
     lifecycle_stage: str,
     history: Sequence[PastEnrollment],
     now: datetime,
+    recycle_until: datetime | None = None,
 ) -> EnrollmentDecision:
     """The sequence this lead should enter now, or the reason it enters none."""
     if now.tzinfo is None:
@@ -85,6 +87,13 @@ def choose_sequence(
         )
     if lifecycle_stage == LifecycleStage.disqualified:
         return EnrollmentDecision(Outcome.disqualified, "disqualified leads are never nurtured")
+    if recycle_until is not None and now < recycle_until:
+        # Sales asked for silence: nothing, not even a re-nurture track, before it ends.
+        return EnrollmentDecision(
+            Outcome.cooling_down,
+            f"recycled by sales: silent until {recycle_until.isoformat()}",
+            until=recycle_until,
+        )
     matching = [
         s for s in sorted(specs, key=lambda s: s.key) if _matches(s, persona, journey_stage)
     ]

@@ -76,7 +76,13 @@ def _decide(
     if suppressed:
         return EnrollmentDecision(Outcome.suppressed, "the address is suppressed")
     return choose_sequence(
-        specs, lead.persona, lead.journey_stage, lead.lifecycle_stage, history, now
+        specs,
+        lead.persona,
+        lead.journey_stage,
+        lead.lifecycle_stage,
+        history,
+        now,
+        recycle_until=lead.recycle_until,
     )
 
 
