@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nurture.core.durations import parse_duration
+from nurture.core.timing import is_valid_timezone
 
 
 class Settings(BaseSettings):
@@ -49,10 +52,10 @@ class Settings(BaseSettings):
     smtp_timeout: float = 30.0
 
     # Scheduler
-    tick_seconds: float = 30.0
-    batch_size: int = 200
+    tick_seconds: float = Field(default=30.0, gt=0)
+    batch_size: int = Field(default=200, ge=1)
     # A claimed enrollment whose worker vanished becomes due again after this lease.
-    claim_lease_seconds: int = 600
+    claim_lease_seconds: int = Field(default=600, ge=10)
     # Frequency cap across every sequence: at most N marketing emails per lead per period.
     cap_max_messages: int = Field(default=3, ge=1)
     cap_period: str = "7d"
@@ -117,6 +120,37 @@ class Settings(BaseSettings):
     def api_key_list(self) -> list[str]:
         """The configured API keys (empty entries dropped)."""
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError(
+                "Nurture runs on SQLite (sqlite:///nurture.db) or PostgreSQL "
+                "(postgresql+psycopg://user@host:5432/db)"
+            )
+        return value
+
+    @field_validator("cap_period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        if parse_duration(value).is_business:
+            raise ValueError("use a calendar duration such as 7d")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if not is_valid_timezone(value):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. UTC or Asia/Seoul")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or value[-3:] == "://":
+            raise ValueError("must be the public http(s) URL of the web process")
+        return value.rstrip("/")
 
 
 DEFAULT_SECRET_KEY = "change-me-in-production"

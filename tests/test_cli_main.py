@@ -49,3 +49,21 @@ def test_the_default_secret_is_refused_when_exposed(tmp_path: Path) -> None:
     require_secret_key(Settings(web_host="0.0.0.0", secret_key="x" * 32), "web")
     result = nurture("web", "--host", "0.0.0.0", env={}, cwd=tmp_path)
     assert result.returncode == 2 and "refusing to start" in result.stderr
+
+
+def test_settings_are_checked_when_read() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from nurture.settings import Settings
+
+    for field, bad in [
+        ("cap_period", "weekly"),
+        ("default_timezone", "Asia/Seul"),
+        ("batch_size", 0),
+        ("tick_seconds", -1),
+        ("base_url", "notaurl"),
+        ("database_url", "mysql://x@127.0.0.1/x"),
+    ]:
+        with pytest.raises(ValidationError, match=field):
+            Settings(**{field: bad})

@@ -7,7 +7,7 @@ import sys
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from nurture.cli import authoring, db, engine, leads, report, sales, scoring, web
 from nurture.settings import InsecureSettings
@@ -44,7 +44,8 @@ def main() -> None:
             raise
         for error in exc.errors():
             name = "NURTURE_" + "_".join(str(part) for part in error["loc"]).upper()
-            _console.print(f"configuration error: {name}: {error['msg']}", markup=False)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            _console.print(f"configuration error: {name}: {message}", markup=False)
         sys.exit(2)
     except InsecureSettings as exc:
         _console.print(f"refusing to start: {exc}", markup=False)
@@ -52,6 +53,9 @@ def main() -> None:
     except OperationalError as exc:
         _console.print(f"database error: {_database_hint(exc)}", markup=False)
         sys.exit(1)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        _console.print(f"configuration error: NURTURE_DATABASE_URL: {exc}", markup=False)
+        sys.exit(2)
 
 
 def _database_hint(exc: OperationalError) -> str:
