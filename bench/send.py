@@ -2,13 +2,17 @@
 against a baseline that sends N pre-serialized messages with smtplib over one connection.
 
     .venv/bin/python bench/send.py [--n 10000] [--db URL] [--batch-size 500] [--profile]
+                                   [--workers K]
 
 The pipeline phase is ``nurture.services.ticks.tick`` run until nothing is due: claim, load,
 decide, claim the message rows (committed), render, build, SMTP over one connection per batch,
-record the outcomes. The sink is Postfix's ``smtp-sink`` (``apt-get install postfix``): it
-discards mail fast enough not to be the bottleneck, and its ``-c`` counters tell how many
-messages really arrived. Exit status: 0 when the goal is met and every check passed,
-1 when a check failed or the ratio is under the goal, 2 when smtp-sink is missing.
+record the outcomes; with ``--workers K``, in K processes at once, as K Celery workers would.
+Both phases also report the CPU time the sending process(es) used per message.
+
+The sink is Postfix's ``smtp-sink`` (``apt-get install postfix``): it discards mail fast
+enough not to be the bottleneck, and its ``-c`` counters tell how many messages really
+arrived. Exit status: 0 when the goal is met and every check passed, 1 when a check failed
+or the ratio is under the goal, 2 when smtp-sink is missing.
 """
 
 from __future__ import annotations
@@ -307,10 +311,18 @@ def print_phases(phases: Phases, total: float, n: int) -> None:
 class Run:
     messages: int
     seconds: float
+    cpu_seconds: float = 0.0  # CPU time of this process (all its threads) during the run
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds else 0.0
+
+    def describe(self, name: str) -> str:
+        line = f"{name}: {self.messages} sent in {self.seconds:.2f} s = {self.rate:,.0f}/s"
+        if self.cpu_seconds and self.messages:
+            per = self.cpu_seconds / self.messages * 1e6
+            line += f" (CPU of the sending process(es): {per:,.0f} us/msg)"
+        return line
 
 
 def run_pipeline(rt: Runtime, now: datetime, profile: Path | None) -> tuple[Run, Phases]:
@@ -318,7 +330,7 @@ def run_pipeline(rt: Runtime, now: datetime, profile: Path | None) -> tuple[Run,
     profiler = cProfile.Profile() if profile else None
     sent = 0
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
         while True:
@@ -328,17 +340,29 @@ def run_pipeline(rt: Runtime, now: datetime, profile: Path | None) -> tuple[Run,
             sent += report.total_sent
         if profiler:
             profiler.disable()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         phases.restore()
     if profiler and profile:
         profiler.dump_stats(str(profile))
-    return Run(sent, elapsed), phases
+    return Run(sent, elapsed, cpu), phases
 
 
-def run_workers(settings: Settings, now: datetime, workers: int) -> Run:
+@dataclass(frozen=True)
+class WorkerResult:
+    """What one worker process did: messages sent, its wall and CPU time, its phases."""
+
+    sent: int
+    seconds: float
+    cpu_seconds: float
+    phases: dict[str, float]
+
+
+def run_workers(settings: Settings, now: datetime, workers: int) -> tuple[Run, list[WorkerResult]]:
     """The pipeline in ``workers`` processes at once, as Celery workers would run it: each
-    ticks until nothing is due; claims keep them from taking the same enrollment."""
+    ticks until nothing is due (claiming a batch, advancing and sending it, claiming the
+    next); the claims keep them from taking the same enrollment. The rate is measured from
+    the moment all of them start to the moment the last one finishes."""
     context = multiprocessing.get_context("spawn")
     start = context.Event()
     ready = context.Queue()
@@ -353,11 +377,12 @@ def run_workers(settings: Settings, now: datetime, workers: int) -> Run:
         ready.get(timeout=60)  # imports and connections are not part of the measurement
     started = time.perf_counter()
     start.set()
-    sent = sum(results.get(timeout=600) for _ in processes)
+    done: list[WorkerResult] = [results.get(timeout=600) for _ in processes]
     elapsed = time.perf_counter() - started
     for process in processes:
         process.join()
-    return Run(sent, elapsed)
+    cpu = sum(w.cpu_seconds for w in done)
+    return Run(sum(w.sent for w in done), elapsed, cpu), done
 
 
 def _worker(
@@ -370,17 +395,36 @@ def _worker(
     rt = build_runtime(settings)
     try:
         rt.catalog_from_db()
+        phases = instrument()
         ready.put(True)
         start.wait()
+        started, cpu = time.perf_counter(), time.process_time()
         sent = 0
         while True:
             report = ticks.tick(rt, now)
             if not report.total_sent and not report.deferred and not report.finished:
                 break
             sent += report.total_sent
-        results.put(sent)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        phases.restore()
+        results.put(WorkerResult(sent, elapsed, cpu, dict(phases.seconds)))
     finally:
         rt.close()
+
+
+def print_workers(done: list[WorkerResult], n: int) -> None:
+    for i, worker in enumerate(done, 1):
+        print(
+            f"  worker {i}: {worker.sent} sent in {worker.seconds:.2f} s, "
+            f"CPU {worker.cpu_seconds:.2f} s ({worker.cpu_seconds / worker.seconds:.0%} busy)"
+        )
+    phases = Phases()
+    for worker in done:
+        for name, seconds in worker.phases.items():
+            phases.seconds[name] += seconds
+    total = sum(w.seconds for w in done)
+    print("  summed over the workers:")
+    print_phases(phases, total, n)
 
 
 def prebuilt_messages(rt: Runtime, n: int, now: datetime) -> list[tuple[str, bytes]]:
@@ -415,12 +459,12 @@ def prebuilt_messages(rt: Runtime, n: int, now: datetime) -> list[tuple[str, byt
 
 
 def run_baseline(port: int, sender: str, messages: list[tuple[str, bytes]]) -> Run:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     conn = smtplib.SMTP(HOST, port)
     for to, data in messages:
         conn.sendmail(sender, [to], data)
     conn.quit()
-    return Run(len(messages), time.perf_counter() - start)
+    return Run(len(messages), time.perf_counter() - start, time.process_time() - cpu)
 
 
 # -------------------------------------------------------------------------------------- Main
@@ -530,16 +574,17 @@ def measure(args: argparse.Namespace, rt: Runtime, sink: Sink, now: datetime) ->
     n = args.n
     profile = Path(args.profile) if args.profile else None
     before = sink.counters()[2]
+    workers: list[WorkerResult] = []
     if args.workers > 1:
-        pipeline, phases = run_workers(rt.settings, now, args.workers), None
+        (pipeline, workers), phases = run_workers(rt.settings, now, args.workers), None
     else:
         pipeline, phases = run_pipeline(rt, now, profile)
     pipeline_arrived = sink.received(before + n) - before
-    print(
-        f"pipeline: {pipeline.messages} sent in {pipeline.seconds:.2f} s = {pipeline.rate:,.0f}/s"
-    )
+    print(pipeline.describe("pipeline"))
     if phases is not None:
         print_phases(phases, pipeline.seconds, pipeline.messages)
+    if workers:
+        print_workers(workers, pipeline.messages)
     if profile:
         print_profile(profile)
 
@@ -549,9 +594,7 @@ def measure(args: argparse.Namespace, rt: Runtime, sink: Sink, now: datetime) ->
     before = sink.counters()[2]
     baseline = run_baseline(sink.port, rt.settings.sender_email, messages)
     baseline_arrived = sink.received(before + n) - before
-    print(
-        f"baseline: {baseline.messages} sent in {baseline.seconds:.2f} s = {baseline.rate:,.0f}/s"
-    )
+    print(baseline.describe("baseline"))
 
     ratio = pipeline.rate / baseline.rate if baseline.rate else 0.0
     print(f"ratio pipeline/baseline: {ratio:.2f} (goal >= {GOAL})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,9 +43,8 @@ class Runtime:
 
     @property
     def cap(self) -> FrequencyCap:
-        return FrequencyCap(
-            self.settings.cap_max_messages, parse_duration(self.settings.cap_period).span
-        )
+        """The frequency cap the settings configure (parsed once per distinct setting)."""
+        return _frequency_cap(self.settings.cap_max_messages, self.settings.cap_period)
 
     def require_catalog(self) -> Catalog:
         if self.catalog is None:
@@ -69,6 +69,12 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+@lru_cache(maxsize=16)
+def _frequency_cap(max_messages: int, period: str) -> FrequencyCap:
+    # Read several times per message; parsing the period each time showed in profiles.
+    return FrequencyCap(max_messages, parse_duration(period).span)
 
 
 def build_runtime(

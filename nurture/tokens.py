@@ -1,9 +1,20 @@
 """Signed tokens for links the engine puts in email (unsubscribe, open pixel, click).
 
-One salt per purpose, so a token made for one purpose is worthless for another."""
+One salt per purpose, so a token made for one purpose is worthless for another.
+
+Tokens are itsdangerous ``URLSafeSerializer`` tokens (HMAC-SHA1, "django-concat" key
+derivation) and are verified by itsdangerous. They are *made* here directly, because a
+message carries about seven of them and itsdangerous spends most of its ~40 µs per token
+on a zlib attempt that never pays off for payloads this small: the token is the same as
+itsdangerous makes when it does not compress, and itsdangerous reads it as such."""
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import hmac
+import json
+from functools import lru_cache
 from typing import Any, Literal
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -15,13 +26,37 @@ class BadToken(ValueError):
     """A token that is tampered, truncated, or made for another purpose."""
 
 
+def _salt(purpose: Purpose) -> str:
+    return f"nurture.{purpose}"
+
+
+@lru_cache(maxsize=64)
 def _serializer(secret_key: str, purpose: Purpose) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key, salt=f"nurture.{purpose}")
+    return URLSafeSerializer(secret_key, salt=_salt(purpose))
+
+
+@lru_cache(maxsize=64)
+def _signing_key(secret_key: str, purpose: Purpose) -> bytes:
+    # itsdangerous' default key derivation ("django-concat" with SHA-1).
+    return hashlib.sha1(_salt(purpose).encode() + b"signer" + secret_key.encode()).digest()
+
+
+# itsdangerous' compact JSON; one encoder, because json.dumps builds one per call when given
+# options.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(data: bytes) -> bytes:
+    """URL-safe base64 without padding, as itsdangerous writes it."""
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
 
 
 def sign(secret_key: str, purpose: Purpose, payload: Any) -> str:
     """A URL-safe signed token carrying ``payload`` (JSON data, kept small)."""
-    return _serializer(secret_key, purpose).dumps(payload)
+    body = _b64(_JSON.encode(payload).encode("utf-8"))
+    signature = _b64(hmac.digest(_signing_key(secret_key, purpose), body, "sha1"))
+    return (body + b"." + signature).decode("ascii")
 
 
 def verify(secret_key: str, purpose: Purpose, token: str) -> Any:

@@ -100,6 +100,7 @@ class SmtpSink:
         server_context: ssl.SSLContext | None = None,
         credentials: tuple[str, str] | None = None,
         idle_timeout: float = 300.0,
+        pipelining: bool = False,
     ) -> None:
         if tls != "none" and server_context is None:
             raise ValueError(f"tls={tls!r} needs a server_context (see make_tls_pair)")
@@ -114,6 +115,8 @@ class SmtpSink:
         self._server_context = server_context
         self._credentials = credentials
         self._idle_timeout = idle_timeout
+        # Advertise PIPELINING (RFC 2920); aiosmtpd reads pipelined commands in order anyway.
+        self.pipelining = pipelining
         self._script = _Script()
         self._live: list[SMTP] = []
         self._lock = threading.Lock()
@@ -258,6 +261,8 @@ class _Handler:
     ) -> list[str]:
         self.sink._greeted(server)
         session.host_name = hostname
+        if self.sink.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_HELO(

@@ -8,18 +8,35 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import funnel_support
 import pytest
 from engine_support import MONDAY, SEQUENCES, TEMPLATES, add_lead, messages, tick_at
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 from web_support import AUTH, BROWSER, Clock, Web, client_for, count, links_of, web_runtime
 
 from nurture.cli import app
-from nurture.db.models import Enrollment, Event, Lead, Link, Message, ScoreEntry, Suppression
+from nurture.db.models import (
+    Enrollment,
+    Event,
+    Handoff,
+    Lead,
+    Link,
+    Message,
+    ScoreEntry,
+    StageChange,
+    Suppression,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport
 from nurture.leads.importer import import_leads
+from nurture.lifecycle.decisions import SalesDecision
+from nurture.services import scoring
 from nurture.services.erasure import email_hash, erase_lead
+from nurture.services.lifecycle import apply_decision
 
 EMAIL = "Alex.Doe@Example.com"
 
@@ -89,7 +106,8 @@ def test_erasure_removes_personal_data_and_keeps_the_counts(web: Web) -> None:
         suppressions = [(s.email, s.reason) for s in session.scalars(select(Suppression))]
         assert suppressions == [(email_hash("alex.doe@example.com"), "erased")]
         enrollment = session.scalars(select(Enrollment)).one()
-        assert (enrollment.status, enrollment.exit_reason) == ("exited", "erased")
+        # Alex unsubscribed before the erasure: the enrollment ended then, with that reason.
+        assert (enrollment.status, enrollment.exit_reason) == ("exited", "suppressed: unsubscribed")
 
 
 def test_the_erased_address_is_never_enrolled_or_mailed_again(web: Web, tmp_path: Path) -> None:
@@ -172,3 +190,81 @@ def test_erase_from_the_command_line(
     assert count(web.rt, Suppression, reason="erased") == 1
     result = runner.invoke(app, ["leads", "erase", EMAIL, "--yes"])
     assert result.exit_code == 0 and "already erased" in result.output
+
+
+def test_erasure_scrubs_the_funnel_and_keeps_its_history(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ana went MQL (hot: pricing views), SAL, SQL with BANT answers, was rejected with a
+    note, and a hand-off notification about her is still being retried."""
+    hook = "http://127.0.0.1:9/hooks/handoff"  # nothing listens on the discard port
+    monkeypatch.setattr(scoring, "_scoring_file", scoring._scoring_file)  # restored after
+    funnel_support.use_fixture_folder(monkeypatch)
+    monkeypatch.setenv("NURTURE_HANDOFF_WEBHOOK_URLS", hook)
+    rt = funnel_support.make_runtime(db_url, handoff_webhook_urls=hook)
+    start = funnel_support.MONDAY
+    ana = funnel_support.add_lead(rt, "ana.kim@acme.example", first_name="Ana", last_name="Kim")
+    for minutes in (1, 2, 3):
+        at = start + timedelta(minutes=minutes)
+        url = "https://acme.example/pricing?for=ana.kim"
+        funnel_support.behave(rt, ana, "pricing_page_view", at, url=url, title="Pricing for Ana")
+    funnel_support.tick_at(rt, start + timedelta(minutes=5))  # the webhook fails: retried
+    decisions = [
+        {"decision": "accept", "actor": "sam"},
+        {
+            "decision": "qualify",
+            "bant": {
+                "budget": "Ana Kim has 50k",
+                "authority": "Ana",
+                "need": "AP",
+                "timeline": "Q3",
+            },
+        },
+        {"decision": "reject", "reason_code": "timing", "note": "Ana Kim: call back in May"},
+    ]
+    for n, fields in enumerate(decisions):
+        with transaction(rt.sessions) as session:
+            lead = session.get(Lead, ana)
+            assert lead is not None
+            at = start + timedelta(hours=n + 1)
+            apply_decision(session, lead, SalesDecision(**fields), at, funnel_support.funnel(rt))
+    models = (StageChange, Handoff, WebhookDelivery, WebhookAttempt)
+    before = {model.__name__: count(rt, model) for model in models}
+    with rt.sessions() as session:
+        path = [(c.from_stage, c.to_stage, c.reason_kind, c.at, c.score) for c in changes(session)]
+    assert [p[:2] for p in path] == [
+        ("lead", "mql"),
+        ("mql", "sal"),
+        ("sal", "sql"),
+        ("sql", "recycled"),
+    ]
+    assert before["WebhookAttempt"] == 1
+
+    with transaction(rt.sessions) as session:
+        lead = session.get(Lead, ana)
+        assert lead is not None
+        erase_lead(session, lead, start + timedelta(days=1))
+
+    assert {model.__name__: count(rt, model) for model in models} == before
+    with rt.sessions() as session:
+        kept = changes(session)
+        assert [(c.from_stage, c.to_stage, c.reason_kind, c.at, c.score) for c in kept] == path
+        reject = kept[-1]
+        assert reject.reason_detail == "reject (timing)"
+        assert reject.data["reason_code"] == "timing" and "note" not in reject.data
+        assert kept[2].data["bant"] == ["authority", "budget", "need", "timeline"]
+        assert kept[0].data["rules"] == ["pricing-views"] and kept[0].data["hot"] is True
+        deliveries = session.scalars(select(WebhookDelivery)).all()
+        assert [(d.status, d.last_error) for d in deliveries] == [
+            ("failed", "cancelled: the lead was erased")
+        ]
+        assert deliveries[0].payload == {"event": "handoff.fast_track", "lead": "(erased)"}
+        dump = repr([(c.reason_detail, c.data) for c in kept] + [d.payload for d in deliveries])
+        for secret in ("Ana", "ana.kim", "Kim", "50k", "call back", "Pricing for"):
+            assert secret not in dump
+    rt.close()
+
+
+def changes(session: Session) -> list[StageChange]:
+    query = select(StageChange).order_by(StageChange.at, StageChange.id)
+    return list(session.scalars(query))

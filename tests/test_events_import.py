@@ -166,3 +166,24 @@ def test_the_command_prints_errors_and_a_summary(
     rt = make_runtime(db_url)
     assert count(rt, Lead) == 2
     rt.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_strict_exits_one_when_rows_were_skipped(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("NURTURE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    monkeypatch.setenv("NURTURE_SEQUENCES_DIR", str(SEQUENCES))
+    mixed = write(tmp_path, "events.jsonl", JSONL)
+    clean = write(tmp_path, "clean.jsonl", JSONL[:1])
+
+    lenient = CliRunner().invoke(app, ["events", "import", str(mixed), "--json"])
+    strict = CliRunner().invoke(app, ["events", "import", str(mixed), "--strict", "--json"])
+    again = CliRunner().invoke(app, ["events", "import", str(clean), "--strict"])
+
+    assert lenient.exit_code == 0, lenient.output
+    assert strict.exit_code == 1 and json.loads(strict.output)["invalid"] == 5
+    assert again.exit_code == 0, again.output  # a duplicate is stored, not skipped

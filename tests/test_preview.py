@@ -61,10 +61,10 @@ def test_preview_default_locale_and_lead_file(tmp_path: Path) -> None:
     assert html is not None and "companies like Globex" in html.get_content()
 
 
-def test_preview_other_persona_from_json_lead(tmp_path: Path) -> None:
+def test_preview_persona_option_and_json_lead(tmp_path: Path) -> None:
     lead = tmp_path / "lead.json"
     lead.write_text('{"first_name": "Kim", "industry": "Logistics"}', encoding="utf-8")
-    args = ["finance-awareness", "case-study", "--lead", str(lead), "--persona", "it_director"]
+    args = ["finance-awareness", "case-study", "--lead", str(lead), "--persona", "Finance_Leader"]
     result = preview(tmp_path, *args)
     assert result.exit_code == 0, result.output
     subject = tmp_path / "out" / "finance-awareness" / "case-study" / "subject.txt"
@@ -97,3 +97,53 @@ def test_preview_bad_lead_file(tmp_path: Path) -> None:
     assert result.exit_code == 1 and f"{lead}:2: YAML syntax error" in result.output
     result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(tmp_path / "x.json"))
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--persona", "it_director"],
+            "--persona: persona 'it_director' is not in the audience of sequence "
+            "'finance-awareness' (personas: finance_leader)",
+        ),
+        (
+            ["--locale", "xx_YY_ZZ"],
+            "--locale: bad locale 'xx_YY_ZZ': use a language tag such as en",
+        ),
+    ],
+)
+def test_preview_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = preview(tmp_path, "finance-awareness", "welcome", *args)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_preview_checks_the_lead_file_like_an_import(tmp_path: Path) -> None:
+    lead = tmp_path / "lead.yaml"
+    lead.write_text(
+        "first_name: Dana\n"
+        "company_size: lots\n"  # 2
+        "timezone: Mars/Base\n"  # 3
+        "journey_stage: decision\n",  # 4
+        encoding="utf-8",
+    )
+    result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(lead))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"{lead}:2: company_size: expected a whole number like 250 or 1,200, got 'lots'" in lines
+    assert any(
+        line.startswith(f"{lead}:3: timezone: unknown time zone 'Mars/Base'") for line in lines
+    )
+    assert not (tmp_path / "out").exists()
+
+    lead.write_text("journey_stage: decision\nlocale: ko_kr\n", encoding="utf-8")
+    result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(lead))
+    assert result.exit_code == 1
+    assert f"{lead}:1: journey stage 'decision' is not in the audience" in result.output
+
+    lead.write_text("locale: ko_kr\ntitle:\n", encoding="utf-8")  # normalized, like an import
+    result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(lead))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "finance-awareness" / "welcome.ko-KR" / "subject.txt").exists()

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from nurture.cli import app
-from nurture.db.models import Enrollment, Event, Lead, Message
+from nurture.db.models import Enrollment, Event, Lead, Message, StageChange
 from nurture.db.session import transaction
 from nurture.scoring.loader import load_rules
 from nurture.services.scoring import refresh_fit, score_events
@@ -113,6 +113,48 @@ def test_lead_show_timeline_is_newest_first_with_bots_marked(lead_with_history: 
     assert timeline[3]["points"] == 10 and timeline[3]["decayed"] == 5
     by_rule = view["score"]["by_rule"]
     assert sum(Decimal(str(r["points"])) for r in by_rule) == Decimal(str(view["score"]["total"]))
+
+
+def _add_stage_changes(session_factory: sessionmaker[Session], lead_id: int) -> None:
+    with transaction(session_factory) as s:
+        s.add_all(
+            [
+                StageChange(
+                    lead_id=lead_id, from_stage="lead", to_stage="mql", at=NOW - timedelta(days=9),
+                    reason_kind="trigger", reason_detail="demo_requested", score=80.5,
+                ),
+                StageChange(
+                    lead_id=lead_id, from_stage="mql", to_stage="sal", at=NOW - timedelta(days=8),
+                    reason_kind="sales", reason_detail="accepted", actor="sam@sales.example",
+                    score=78.25,
+                ),
+            ]
+        )  # fmt: skip
+
+
+def test_lead_show_timeline_has_the_stage_changes(
+    lead_with_history: int, session_factory: sessionmaker[Session]
+) -> None:
+    _add_stage_changes(session_factory, lead_with_history)
+
+    as_json = runner.invoke(app, ["lead", "show", EMAIL, "--json"])
+    text = runner.invoke(app, ["lead", "show", EMAIL])
+
+    assert as_json.exit_code == 0, as_json.output
+    stages = [i for i in json.loads(as_json.output)["timeline"] if i["kind"] == "stage"]
+    assert [(i["from"], i["to"], i["reason"], i["actor"], i["score"]) for i in stages] == [
+        ("mql", "sal", "sales", "sam@sales.example", 78.25),
+        ("lead", "mql", "trigger", "", 80.5),
+    ]
+    assert stages[0]["title"] == "mql -> sal" and stages[0]["reason_detail"] == "accepted"
+    assert text.exit_code == 0, text.output
+    sal = next(line for line in text.output.splitlines() if "mql -> sal" in line)
+    assert "sales: accepted (score 78.25)" in sal and "by sam@sales.example" in sal
+    assert "lead -> mql" in text.output and "trigger: demo_requested (score 80.5)" in text.output
+    earlier = runner.invoke(
+        app, ["lead", "show", EMAIL, "--json", "--at", (NOW - timedelta(days=20)).isoformat()]
+    )
+    assert all(i["kind"] != "stage" for i in json.loads(earlier.output)["timeline"])
 
 
 def test_lead_show_at_an_earlier_time(lead_with_history: int) -> None:

@@ -160,3 +160,35 @@ def test_tracking_for_signs_tokens_and_fills_utm_from_settings() -> None:
     off = Settings(base_url=BASE, secret_key="k", utm_enabled=False, track_opens=False)
     plain = track(html, "", tracking_for(off, 42, "drip", "welcome", unsub))
     assert plain.links[0].url == "https://example.com/a" and "<img" not in plain.html
+
+
+def test_only_the_href_of_a_tags_is_found_however_the_tag_is_written() -> None:
+    html = (
+        '<abbr href="https://example.com/abbr">x</abbr>'
+        '<a data-href="https://example.com/data" hreflang="en" title="href=\'https://no.example\'>"'
+        ' HREF="https://example.com/upper" href="https://example.com/second">one</a>'
+        "<A\nclass=btn\nhref = 'https://example.com/multi?a=1&amp;b=2'>two</A>"
+        '<a title="a > b" href="https://example.com/after-gt">three</a>'
+        '<area href="https://example.com/area"></a>'
+    )
+    body = track(html, "", tracking(pixel_url=None))
+    assert body.html == (
+        '<abbr href="https://example.com/abbr">x</abbr>'
+        '<a data-href="https://example.com/data" hreflang="en" title="href=\'https://no.example\'>"'
+        ' HREF="https://t.example/c/link1" href="https://example.com/second">one</a>'
+        '<A\nclass=btn\nhref = "https://t.example/c/link2">two</A>'
+        '<a title="a > b" href="https://t.example/c/link3">three</a>'
+        '<area href="https://example.com/area"></a>'
+    )
+    urls = [link.url.split("?")[0] for link in body.links]
+    assert urls == [
+        "https://example.com/upper",
+        "https://example.com/multi",
+        "https://example.com/after-gt",
+    ]
+    assert body.links[1].url.startswith("https://example.com/multi?a=1&b=2&utm_source=")
+
+
+def test_an_unterminated_tag_is_left_alone() -> None:
+    html = '<p><a href="https://example.com/x>broken</p>'
+    assert track(html, "", tracking(pixel_url=None)).html == html

@@ -6,7 +6,7 @@ import email
 import email.policy
 import pickle
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,7 +25,7 @@ from nurture.delivery.transports import (
 )
 from nurture.settings import load_settings
 
-__all__ = ["smtp_sink"]  # the fixture, imported from smtp_server
+__all__ = ["smtp_sink"]  # the fixture, imported from smtp_server (overridden below)
 
 SENDER = "bounces@nurture.example"
 LEAD = "minjun@example.co.kr"
@@ -64,6 +64,50 @@ def send(transport: Transport, n: int = 1, to: str = LEAD) -> None:
 @pytest.fixture(scope="module")
 def tls() -> TlsPair:
     return make_tls_pair()
+
+
+@pytest.fixture(params=["one-command-at-a-time", "pipelining"])
+def smtp_sink(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:  # noqa: F811
+    """Every SMTP test runs against a server without and with PIPELINING (RFC 2920): the
+    transport uses it when offered, and the outcomes must be the same."""
+    with SmtpSink(pipelining=request.param == "pipelining") as sink:
+        yield sink
+
+
+def test_pipelining_is_used_when_offered_and_content_is_dot_stuffed(smtp_sink: SmtpSink) -> None:
+    transport = smtp(smtp_sink)
+    msg = message(1)
+    msg.get_payload()[0].set_content(".leading dot\n..two dots\nend\n", cte="7bit")
+    with transport:
+        transport.send(msg, envelope_from=SENDER, to=LEAD)
+        send(transport, 2)
+    assert transport.pipelined_sends == (2 if smtp_sink.pipelining else 0)
+    first, second = smtp_sink.messages
+    text = first.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert text == ".leading dot\n..two dots\nend\n"
+    assert second.message["Message-ID"] == "<nurture.2.abc@nurture.example>"
+    assert smtp_sink.connections == 1
+
+
+def test_pipelined_refusal_of_every_recipient_keeps_the_connection_in_step(
+    smtp_sink: SmtpSink,
+) -> None:
+    # The server answers DATA with 503/554 (no valid recipient) after a refused RCPT: every
+    # pipelined reply must be read before the next transaction, or the replies shift.
+    transport = smtp(smtp_sink)
+    with transport:
+        smtp_sink.respond_to_rcpt("gone@example.com", "550 5.1.1 no such user")
+        for _ in range(2):
+            with pytest.raises(TransportError) as caught:
+                send(transport, 1, to="gone@example.com")
+            assert (caught.value.permanent, caught.value.code) == (True, 550)
+        send(transport, 2)
+        send(transport, 3)
+    assert [m.message["Message-ID"] for m in smtp_sink.messages] == [
+        "<nurture.2.abc@nurture.example>",
+        "<nurture.3.abc@nurture.example>",
+    ]
+    assert smtp_sink.connections == 1
 
 
 # ---------------------------------------------------------------------------------- SMTP

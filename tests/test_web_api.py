@@ -3,6 +3,7 @@ events one by one and in batches with dedupe keys, the unknown-email policy."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,14 @@ from web_support import API_KEY, AUTH, OTHER_KEY, Clock, Web, client_for, count,
 
 from nurture.db.models import Event, Lead
 from nurture.delivery.transports import MemoryTransport
+
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # FastAPI < 0.137 copies the routes of included routers into app.routes
+
+    def iter_route_contexts(routes: Any) -> Any:  # type: ignore[misc]
+        return iter(routes)
+
 
 BEFORE = (MONDAY - timedelta(hours=2)).isoformat()
 
@@ -41,6 +50,8 @@ def event(**fields: Any) -> dict[str, Any]:
     return {"email": "sam@example.com", "type": "page_visit", "occurred_at": BEFORE, **fields}
 
 
+# Routes with a body they accept, for the check that a valid key gets through. Which routes
+# need a key at all is not listed by hand: the test below walks the app's routes.
 ROUTES = [
     ("post", "/api/v1/leads", {"email": "sam@example.com"}),
     ("get", "/api/v1/leads/1", None),
@@ -70,6 +81,36 @@ def test_every_api_route_needs_a_valid_key(
     for headers in (AUTH, {"X-API-Key": OTHER_KEY}):
         response = web.client.request(method, url, headers=headers, **kwargs)
         assert response.status_code in (200, 201), response.text
+
+
+def api_routes(app: Any) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves under /api/v1, routers' prefixes included."""
+    return [
+        (method, route.path)
+        for route in iter_route_contexts(app.routes)
+        if (route.path or "").startswith("/api/v1")
+        for method in sorted(route.methods or ())
+    ]
+
+
+def test_every_registered_api_route_refuses_a_request_without_a_valid_key(web: Web) -> None:
+    lead_id = add_lead(web.rt, "lee@example.com", enrolled=False)
+    routes = api_routes(web.client.app)
+    assert {
+        ("GET", "/api/v1/leads/{lead_id}"),
+        ("GET", "/api/v1/leads/{lead_id}/funnel"),
+        ("DELETE", "/api/v1/leads/{lead_id}"),
+        ("POST", "/api/v1/events"),
+    } <= set(routes)  # the walk found the routes (not an empty or renamed prefix)
+    for method, template in routes:
+        url = re.sub(r"\{[^}]+\}", str(lead_id), template)
+        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"X-API-Key": ""}):
+            response = web.client.request(method, url, headers=headers, json={})
+            assert response.status_code == 401, (method, url, headers, response.text)
+    with web.rt.sessions() as session:
+        lead = session.get(Lead, lead_id)
+        assert lead is not None and lead.erased_at is None
+    assert count(web.rt, Lead) == 1 and count(web.rt, Event) == 0
 
 
 def test_without_configured_keys_the_api_refuses_everyone(db_url: str) -> None:

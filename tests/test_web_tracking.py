@@ -3,12 +3,14 @@ in-memory transport, and the test follows the links found in that email."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from engine_support import MONDAY, add_lead, enrollment, messages, tick_at
-from sqlalchemy import select
+from sqlalchemy import select, update
+from typer.testing import CliRunner
 from web_support import (
     BROWSER,
     Clock,
@@ -21,7 +23,8 @@ from web_support import (
     web_runtime,
 )
 
-from nurture.db.models import Event, Link, Message, Suppression
+from nurture.cli import app
+from nurture.db.models import Enrollment, Event, Link, Message, Suppression
 from nurture.delivery.transports import MemoryTransport
 from nurture.tokens import click_url, open_url, sign, unsubscribe_url
 
@@ -206,6 +209,46 @@ def test_one_click_unsubscribe_then_a_tick_sends_nothing(web: Web) -> None:
     assert report.total_sent == 0 and len(web.transport.sent) == 1
     lead_id = messages(web.rt)[0].lead_id
     assert enrollment(web.rt, lead_id).status == "exited"
+
+
+def test_unsubscribe_exits_the_active_enrollment_at_once(
+    web: Web, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lead_id = messages(web.rt)[0].lead_id
+    assert enrollment(web.rt, lead_id).status == "active"
+
+    response = web.client.post(sent(web).unsubscribe, data={"List-Unsubscribe": "One-Click"})
+
+    assert response.status_code == 200
+    exited = enrollment(web.rt, lead_id)  # no tick in between
+    assert (exited.status, exited.exit_reason) == ("exited", "suppressed: unsubscribed")
+    assert exited.exited_at == web.clock.now and exited.next_run_at is None
+    assert exited.claim_token is None and exited.claimed_until is None
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    listed = json.loads(CliRunner().invoke(app, ["leads", "list", "--json"]).output)
+    assert [(row["email"], row["sequence"]) for row in listed["leads"]] == [
+        ("alex@example.com", None)
+    ]
+
+
+def test_unsubscribe_leaves_an_enrollment_mid_send_to_the_engine(web: Web) -> None:
+    lead_id = messages(web.rt)[0].lead_id
+    claimed_until = web.clock.now + timedelta(minutes=5)
+    with web.rt.sessions() as session, session.begin():
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.lead_id == lead_id)
+            .values(claim_token="worker-1", claimed_until=claimed_until)
+        )
+
+    assert web.client.post(sent(web).unsubscribe).status_code == 200
+
+    claimed = enrollment(web.rt, lead_id)
+    assert (claimed.status, claimed.claim_token) == ("active", "worker-1")
+    # Once the worker's lease is over, the engine's next decision exits it.
+    assert tick_at(web.rt, MONDAY + timedelta(days=4)).total_sent == 0
+    exited = enrollment(web.rt, lead_id)
+    assert (exited.status, exited.exit_reason) == ("exited", "suppressed: unsubscribed")
 
 
 def test_a_scanner_click_is_recorded_as_not_human(web: Web) -> None:

@@ -86,7 +86,7 @@ def _load_file(file: Path, problems: list[Problem]) -> SourcedSequence | None:
     if kind != SEQUENCE_KIND:
         return None  # scoring and lifecycle files live in the same folder
     try:
-        spec = schema.SequenceSpec.model_validate(data)
+        spec = schema.SequenceSpec.model_validate(data, context=schema.AUTHORED)
     except ValidationError as exc:
         problems.extend(validation_problems(exc, str(file), lines))
         return None

@@ -3,10 +3,15 @@ checked by :mod:`nurture.authoring.validate`)."""
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from datetime import time
 from enum import StrEnum
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     BaseModel,
@@ -14,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,6 +50,9 @@ NURTURABLE_STAGES = (LifecycleStage.subscriber, LifecycleStage.lead, LifecycleSt
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _HOURS = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+# The validation context of sequence files as written. Some checks run only there: a version
+# stored before the check existed must still read (the engine falls back from a bad zone).
+AUTHORED: Mapping[str, bool] = MappingProxyType({"authored": True})
 
 
 class Strict(BaseModel):
@@ -109,6 +118,18 @@ class SendWindow(Strict):
             raise ValueError(f"window must end after it starts (no overnight windows): {hours!r}")
         return hours.strip()
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str, info: ValidationInfo) -> str:
+        if name == "lead" or not (info.context or {}).get("authored") or _is_zone(name):
+            return name
+        close = difflib.get_close_matches(name, sorted(_zones()), n=1, cutoff=0.7)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(
+            f"unknown time zone {name!r}{hint}: "
+            "use an IANA name such as 'Asia/Seoul', or 'lead' for the lead's own zone"
+        )
+
     @property
     def start(self) -> time:
         h, m = _HOURS.match(self.hours).groups()[:2]  # type: ignore[union-attr]
@@ -123,6 +144,19 @@ class SendWindow(Strict):
     def weekdays(self) -> frozenset[int]:
         """Python weekday numbers (Monday is 0)."""
         return frozenset(WEEKDAYS.index(d) for d in self.days)
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 class ExitWhen(Strict):

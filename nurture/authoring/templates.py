@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jinja2 import (
     BaseLoader,
@@ -74,6 +74,14 @@ class TemplateProblem(Exception):
 
 class MissingTemplate(TemplateProblem):
     """No file for a template name (neither the locale variant nor the default)."""
+
+
+class LeadData(Protocol):
+    """A lead's fields without the ORM object: a row of ``Lead``'s columns (id, email and
+    LEAD_FIELDS), read by attribute."""
+
+    id: int
+    email: str
 
 
 class ConditionError(ValueError):
@@ -284,8 +292,8 @@ def build_context(
     }
 
 
-def lead_fields(lead: Lead) -> dict[str, Any]:
-    """The ``lead`` a template sees, copied out of the ORM object."""
+def lead_fields(lead: Lead | LeadData) -> dict[str, Any]:
+    """The ``lead`` a template sees, copied out of the ORM object (or a row of its columns)."""
     return {name: plain(getattr(lead, name)) for name in LEAD_FIELDS}
 
 

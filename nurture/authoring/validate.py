@@ -6,10 +6,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import product
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from nurture.authoring.catalog import SourcedSequence, load_sources, sequence_files
 from nurture.authoring.problems import Problem, has_errors, sort_key
@@ -66,6 +64,8 @@ def validate_paths(
 ) -> ValidationReport:
     """Validate sequence folders/files together (keys and audiences must not clash)."""
     sources, problems = load_sources(paths)
+    # A file that did not load hides which templates it uses: "not used" would be guesswork.
+    all_loaded = not has_errors(problems)
     problems += [
         Problem(str(p), 0, "no sequence files (*.yaml, *.yml) here")
         for p in paths
@@ -83,7 +83,8 @@ def validate_paths(
         renderer = TemplateRenderer(templates_dir, default_locale)
         for source in sources:
             problems += check_emails(source, renderer)
-        if any(p.is_dir() for p in paths):  # one file validated alone does not use them all
+        # One file validated alone does not use them all.
+        if all_loaded and any(p.is_dir() for p in paths):
             problems += unused_templates(sources, templates_dir, templates)
     unique = sorted(set(problems), key=sort_key)
     return ValidationReport(len(sources), len(templates), unique)
@@ -138,14 +139,13 @@ def _shared_pairs(a: SequenceSpec, b: SequenceSpec) -> list[str]:
 
 
 def check_structure(source: SourcedSequence) -> list[Problem]:
-    """Step ids, branch targets, condition references, reachability, zone, step map."""
+    """Step ids, branch targets, condition references, reachability, loops, step map."""
     return (
         _step_ids(source)
         + _branch_targets(source)
         + _condition_refs(source)
         + _unreachable(source)
         + _loops(source)
-        + _time_zone(source)
         + _step_map(source)
     )
 
@@ -284,31 +284,6 @@ def _loops(source: SourcedSequence) -> list[Problem]:
     first = min(i for i in nodes if spec.steps[i].kind == "branch")
     message = f"loop without a wait: steps {', '.join(looped)} would repeat without pause"
     return [_error(source, message, "steps", first)]
-
-
-def _time_zone(source: SourcedSequence) -> list[Problem]:
-    window = source.loaded.spec.send_window
-    if window is None or window.timezone == "lead" or _is_zone(window.timezone):
-        return []
-    hint = _suggest(window.timezone, sorted(_zones()))
-    message = (
-        f"send_window.timezone: unknown time zone {window.timezone!r}{hint}: "
-        "use an IANA name such as 'Asia/Seoul', or 'lead' for the lead's own zone"
-    )
-    return [_error(source, message, "send_window", "timezone")]
-
-
-def _is_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-@lru_cache(maxsize=1)
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
 
 
 def _step_map(source: SourcedSequence) -> list[Problem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -24,8 +25,9 @@ from nurture.authoring.templates import (
     sample_lead,
 )
 from nurture.authoring.validate import ValidationReport, validate_paths
-from nurture.authoring.yamlsource import YamlSourceError, load_yaml
+from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
 from nurture.delivery.mime import OutgoingEmail, build_message, make_message_id, serialize
+from nurture.leads.schema import LeadIn, field_errors, match_persona
 from nurture.settings import Settings, load_settings
 from nurture.tokens import unsubscribe_url
 
@@ -103,10 +105,11 @@ def preview(
     settings = _settings()
     source = _find_sequence(sequences or settings.sequences_dir, sequence)
     email_step = _find_email_step(source.loaded.spec, step)
-    fields = _read_lead(lead) if lead else {}
+    lead_file = _read_lead(lead) if lead else None
     spec = source.loaded.spec
-    chosen_locale = locale or str(fields.get("locale") or settings.default_locale)
-    lead_data = _preview_lead(spec, fields, persona, chosen_locale)
+    choice = PreviewChoice(lead_file, persona, locale, settings.default_locale)
+    lead_data = _preview_lead(spec, choice)
+    chosen_locale = str(lead_data["locale"])
     rendered, raw = _render(settings, spec, email_step, lead_data, chosen_locale, templates)
     suffix = "" if chosen_locale == settings.default_locale else f".{chosen_locale}"
     folder = out / spec.key / f"{email_step.id}{suffix}"
@@ -151,7 +154,44 @@ def _find_email_step(spec: SequenceSpec, step_id: str) -> Step:
     return step
 
 
-def _read_lead(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LeadFile:
+    """The fields of a ``--lead`` file and the line of each."""
+
+    path: Path
+    fields: dict[str, Any]
+    lines: LineMap
+
+
+@dataclass(frozen=True)
+class PreviewChoice:
+    """What the person asked for: a lead file, and the ``--persona``/``--locale`` flags."""
+
+    lead_file: LeadFile | None
+    persona: str | None
+    locale: str | None
+    default_locale: str
+
+    def where(self, field_name: str) -> str:
+        """Where a field's value came from, for an error message."""
+        if field_name == "persona" and self.persona:
+            return "--persona"
+        if field_name == "locale" and self.locale:
+            return "--locale"
+        top = field_name.split(".")[0]
+        if self.lead_file is not None and top in self.lead_file.fields:
+            line = self.lead_file.lines.line_for(field_name.split("."))
+            return f"{display_path(self.lead_file.path)}:{line}"
+        return "NURTURE_DEFAULT_LOCALE" if top == "locale" else "the sample lead"
+
+    def problem(self, field_name: str, message: str) -> str:
+        """``lead.yaml:3: timezone: ...``, or ``--locale: ...`` (the flag names the field)."""
+        where = self.where(field_name)
+        named = "" if where.startswith("--") else f"{field_name}: "
+        return f"{where}: {named}{message}"
+
+
+def _read_lead(path: Path) -> LeadFile:
     """Lead fields from a JSON or YAML file; unknown fields are an error, not a surprise."""
     try:
         data, lines = load_yaml(path)
@@ -165,16 +205,44 @@ def _read_lead(path: Path) -> dict[str, Any]:
             _fail(f"{path}:{lines.line_for((name,))}: unknown lead field '{name}' ({allowed})")
     if not isinstance(data.get("attributes", {}), dict):
         _fail(f"{path}:{lines.line_for(('attributes',))}: attributes must be a mapping")
-    return data
+    # An empty value in YAML (``title:``) means "no title", as an empty CSV cell does.
+    fields = {k: "" if v is None and k != "company_size" else v for k, v in data.items()}
+    return LeadFile(path, fields, lines)
 
 
-def _preview_lead(
-    spec: SequenceSpec, fields: dict[str, Any], persona: str | None, locale: str
-) -> dict[str, Any]:
-    """A sample lead of the audience, overridden by the file's fields and the options."""
-    chosen = persona or str(fields.get("persona") or spec.audience.personas[0])
+def _preview_lead(spec: SequenceSpec, choice: PreviewChoice) -> dict[str, Any]:
+    """A sample lead of the audience, overridden by the file's fields and the options,
+    checked as an imported lead would be (and against the sequence's audience)."""
+    fields = choice.lead_file.fields if choice.lead_file else {}
+    locale = choice.locale or str(fields.get("locale") or choice.default_locale)
+    persona = choice.persona or str(fields.get("persona") or spec.audience.personas[0])
     stage = str(fields.get("journey_stage") or spec.audience.journey_stages[0].value)
-    return {**sample_lead(chosen, stage, locale), **fields, "persona": chosen, "locale": locale}
+    data = {**sample_lead(persona, stage, locale), **fields, "persona": persona, "locale": locale}
+    try:
+        lead = LeadIn.model_validate(data).model_dump(mode="json")
+    except ValidationError as exc:
+        _fail("\n".join(choice.problem(f, m) for f, m in field_errors(exc)))
+    return {**lead, "persona": _audience_persona(spec, lead, choice)}
+
+
+def _audience_persona(spec: SequenceSpec, lead: dict[str, Any], choice: PreviewChoice) -> str:
+    """The lead's persona as the audience spells it; an error if the sequence never gets
+    a lead of its persona or journey stage."""
+    audience = spec.audience
+    try:
+        persona = match_persona(lead["persona"], audience.personas)
+    except ValueError:
+        _fail(
+            f"{choice.where('persona')}: persona {lead['persona']!r} is not in the audience of "
+            f"sequence '{spec.key}' (personas: {', '.join(audience.personas)})"
+        )
+    stages = [s.value for s in audience.journey_stages]
+    if lead["journey_stage"] not in stages:
+        _fail(
+            f"{choice.where('journey_stage')}: journey stage {lead['journey_stage']!r} is not in "
+            f"the audience of sequence '{spec.key}' (journey stages: {', '.join(stages)})"
+        )
+    return persona
 
 
 def _render(

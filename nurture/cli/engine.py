@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import signal
@@ -17,6 +18,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from nurture.bootstrap import AuthoringError, Runtime, build_runtime
+from nurture.cli.output import show_time, table_console
 from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
 from nurture.db.models import Message
@@ -198,27 +200,48 @@ def _sleep_unless(stopping: Callable[[], bool], seconds: float) -> None:
 def outbox(
     status: Annotated[str | None, typer.Option(help="Only this status (e.g. unknown).")] = None,
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Messages with their status: sent, retry, failed, bounced, and unknown ones."""
     rt = build_runtime(load_settings())
     query = select(Message).order_by(Message.id.desc()).limit(limit)
     if status:
         query = query.where(Message.status == status)
+    with rt.sessions() as session:
+        found = list(session.scalars(query))
+    rt.close()
+    if as_json:
+        rows = [_message_json(m) for m in found]
+        typer.echo(json.dumps({"messages": rows}, indent=2, ensure_ascii=False))
+        return
     table = Table(title=f"Messages{f' ({status})' if status else ''}")
     for col in ("id", "to", "sequence", "step", "status", "tries", "created", "sent", "error"):
         table.add_column(col, overflow="fold")
-    with rt.sessions() as session:
-        for m in session.scalars(query):
-            table.add_row(
-                str(m.id),
-                m.to_email,
-                m.sequence_key,
-                m.step_id,
-                m.status,
-                str(m.attempts),
-                f"{m.created_at:%Y-%m-%d %H:%M}",
-                f"{m.sent_at:%Y-%m-%d %H:%M}" if m.sent_at else "",
-                m.error[:80],
-            )
-    console.print(table)
-    rt.close()
+    for m in found:
+        table.add_row(
+            str(m.id),
+            m.to_email,
+            m.sequence_key,
+            m.step_id,
+            m.status,
+            str(m.attempts),
+            show_time(m.created_at),
+            show_time(m.sent_at),
+            m.error[:80],
+        )
+    table_console().print(table)
+
+
+def _message_json(m: Message) -> dict[str, object]:
+    """One row of ``outbox --json``; times in UTC ISO 8601, the error in full."""
+    return {
+        "id": m.id,
+        "to": m.to_email,
+        "sequence": m.sequence_key,
+        "step": m.step_id,
+        "status": m.status,
+        "attempts": m.attempts,
+        "created_at": m.created_at.astimezone(UTC).isoformat(),
+        "sent_at": m.sent_at.astimezone(UTC).isoformat() if m.sent_at else None,
+        "error": m.error,
+    }

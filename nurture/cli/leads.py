@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.authoring.catalog import load_sequences
+from nurture.cli.output import show_time, table_console
 from nurture.db.models import Enrollment, Lead
 from nurture.db.session import make_engine, make_session_factory, transaction
 from nurture.leads.importer import (
@@ -60,6 +61,9 @@ def import_command(
     sequences: Annotated[
         Path | None, typer.Option(help="Sequences folder (default: NURTURE_SEQUENCES_DIR).")
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when any row was skipped (for scripts).")
+    ] = False,
 ) -> None:
     """Import (upsert by email) and enroll the leads of a CSV file; bad rows are skipped."""
     settings = load_settings()
@@ -80,6 +84,8 @@ def import_command(
     else:
         _print_report(report, console)
     if report.database_errors and report.imported == 0:
+        raise typer.Exit(1)
+    if strict and report.skipped:  # the good rows are imported all the same
         raise typer.Exit(1)
 
 
@@ -214,10 +220,10 @@ def list_command(
     sequence: Annotated[
         str | None, typer.Option(help="Only leads active in this sequence (its key).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Leads with their stage and the sequence they are in; next run in the lead's zone."""
     settings = load_settings()
-    console = Console()
     try:
         engine = _engine(settings)
     except Fatal as exc:
@@ -230,6 +236,10 @@ def list_command(
             total, rows = _lead_rows(session, limit, sequence)
     finally:
         engine.dispose()
+    if as_json:
+        listed = [_lead_json(lead, enrollment) for lead, enrollment in rows]
+        typer.echo(json.dumps({"total": total, "leads": listed}, indent=2, ensure_ascii=False))
+        return
     table = Table(title=f"Leads ({len(rows)} of {total})")
     for column in ("email", "persona", "stage", "lifecycle", "sequence", "step", "next run"):
         table.add_column(column, overflow="fold")
@@ -243,7 +253,23 @@ def list_command(
             enrollment.current_step if enrollment else "",
             _next_run(lead, enrollment, settings.default_timezone),
         )
-    console.print(table)
+    table_console().print(table)
+
+
+def _lead_json(lead: Lead, enrollment: Enrollment | None) -> dict[str, object]:
+    """One row of ``leads list --json``; times in UTC ISO 8601."""
+    next_run = enrollment.next_run_at if enrollment else None
+    return {
+        "id": lead.id,
+        "email": lead.email,
+        "persona": lead.persona,
+        "journey_stage": lead.journey_stage,
+        "lifecycle_stage": lead.lifecycle_stage,
+        "timezone": lead.timezone,
+        "sequence": enrollment.sequence_key if enrollment else None,
+        "step": enrollment.current_step if enrollment else None,
+        "next_run_at": next_run.astimezone(UTC).isoformat() if next_run else None,
+    }
 
 
 def _lead_rows(
@@ -263,7 +289,7 @@ def _next_run(lead: Lead, enrollment: Enrollment | None, default_timezone: str) 
     if enrollment is None or enrollment.next_run_at is None:
         return ""
     zone = canonical_timezone(lead.timezone or default_timezone) or "UTC"
-    return f"{enrollment.next_run_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M %Z}"
+    return show_time(enrollment.next_run_at, ZoneInfo(zone))
 
 
 def _first_line(exc: Exception) -> str:

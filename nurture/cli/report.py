@@ -7,15 +7,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from nurture.cli.output import show_time, table_console
 from nurture.cli.sales import database
 from nurture.services.sla import SlaReport, sla_report
 from nurture.settings import load_settings
 
 app = typer.Typer(help="Reports on the funnel.", no_args_is_help=True)
-console = Console()
 STATUSES = ("open", "met", "breached")
 
 
@@ -42,8 +41,9 @@ def sla(
 
 def _print(report: SlaReport) -> None:
     totals = report.to_json()["totals"]
+    console = table_console()
     console.print(
-        f"SLA at {report.at:%Y-%m-%d %H:%M} UTC: {totals['open']} open, {totals['met']} met, "
+        f"SLA at {show_time(report.at)}: {totals['open']} open, {totals['met']} met, "
         f"{totals['breached']} breached"
     )
     table = Table(title="Hand-offs")
@@ -56,13 +56,9 @@ def _print(report: SlaReport) -> None:
             row["stage"],
             f"{row['kind']}{' (hot)' if row['priority'] == 'hot' else ''}",
             row["owner"],
-            _short(row["opened_at"]),
-            _short(row["due_at"]),
-            f"{_short(row['closed_at'])} {row['outcome']}".strip(),
+            show_time(row["opened_at"]),
+            show_time(row["due_at"]),
+            f"{show_time(row['closed_at'])} {row['outcome']}".strip(),
             row["status"],
         )
     console.print(table)
-
-
-def _short(value: str | None) -> str:
-    return value[:16].replace("T", " ") if value else ""

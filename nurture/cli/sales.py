@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nurture.cli.output import show_time
 from nurture.db.models import Lead
 from nurture.db.session import make_engine, make_session_factory, transaction
 from nurture.lifecycle.decisions import Bant, SalesDecision
@@ -173,7 +174,8 @@ def _print_status(found: dict[str, Any]) -> None:
     )
     if found["recycle_until"]:
         console.print(
-            f"recycled ({found['recycle_reason']}): silent until {found['recycle_until']}"
+            f"recycled ({found['recycle_reason']}): silent until "
+            f"{show_time(found['recycle_until'])}"
         )
     assessment = found.get("assessment") or {}
     for excluded in assessment.get("excluded", []):
@@ -187,7 +189,7 @@ def _print_status(found: dict[str, Any]) -> None:
     for handoff in found["handoffs"]:
         console.print(
             f"open hand-off #{handoff['id']} ({handoff['kind']}, {handoff['priority']}): "
-            f"due {handoff['due_at'] or '-'}, owner {escape(handoff['owner'] or '-')}"
+            f"due {show_time(handoff['due_at']) or '-'}, owner {escape(handoff['owner'] or '-')}"
         )
     _print_history(found["stage_history"])
 
@@ -198,7 +200,7 @@ def _print_history(history: list[dict[str, Any]]) -> None:
         table.add_column(column, overflow="fold")
     for change in history:
         table.add_row(
-            change["at"][:16].replace("T", " "),
+            show_time(change["at"]),
             str(change["cycle"]),
             change["from"],
             change["to"],

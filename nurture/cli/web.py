@@ -125,6 +125,10 @@ def import_command(
         str | None,
         typer.Option(help="create or reject (default: NURTURE_UNKNOWN_EMAIL_EVENTS)."),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Exit 1 when any row was not stored (duplicates aside)."),
+    ] = False,
 ) -> None:
     """Import events (bulk history); bad rows are reported by number and field, and skipped."""
     settings = load_settings()
@@ -145,6 +149,9 @@ def import_command(
     else:
         _print_report(report, Console())
     if report.rows and report.created + report.duplicates == 0:
+        raise typer.Exit(1)
+    # A duplicate is already stored: a re-run of the same file is not a failure.
+    if strict and report.created + report.duplicates < report.rows:
         raise typer.Exit(1)
 
 

@@ -173,6 +173,11 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+# Events still to score (the engine's bookkeeping events are never scored). Queries that
+# look for them use this exact text, so that SQLite uses the partial index ix_events_unscored.
+UNSCORED_EVENTS = "scored_at IS NULL AND type NOT IN ('sent', 'deferred', 'failed', 'unknown')"
+
+
 class Event(Base):
     """Everything that happens to a lead or a message, in one vocabulary
     (sent, deferred, bounced, opened, clicked, unsubscribed, page_visit, ...)."""
@@ -182,6 +187,12 @@ class Event(Base):
         UniqueConstraint("dedupe_key", name="uq_events_dedupe_key"),
         Index("ix_events_lead_type_time", "lead_id", "type", "occurred_at"),
         Index("ix_events_message", "message_id"),
+        Index(
+            "ix_events_unscored",
+            "id",
+            postgresql_where=text(UNSCORED_EVENTS),
+            sqlite_where=text(UNSCORED_EVENTS),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -221,7 +232,16 @@ class ScoreEntry(Base):
 
     __tablename__ = "score_entries"
     __table_args__ = (
-        Index("ix_score_entries_lead_time", "lead_id", "occurred_at"),
+        # Holds every column a score reads: scores are computed from the index alone.
+        Index(
+            "ix_score_entries_ledger",
+            "lead_id",
+            "occurred_at",
+            "points",
+            "decays",
+            "category",
+            "rule",
+        ),
         Index("ix_score_entries_event", "event_id"),
     )
 

@@ -26,9 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
+from nurture.lifecycle.loading import LifecycleConfigError
+from nurture.lifecycle.machine import Reason, ReasonKind
 from nurture.scoring.loader import ScoringError
 from nurture.services.catalog import Catalog
 from nurture.services.enrollment import enroll_many
+from nurture.services.lifecycle import Funnel, change_stage, record_entries, refusal_of
 from nurture.services.scoring import active_rules, refresh_fit
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ DEFAULT_BATCH_SIZE = 500
 # Every LeadIn field can be a column; other columns become attributes.
 LEAD_COLUMNS = frozenset(name for name in LeadIn.model_fields if name != "attributes")
 ROW_CONVENTION = "rows are numbered as in a spreadsheet: the header is row 1"
+STAGE_FIELD = "lifecycle_stage"
+ACTOR = "import"
 
 
 class ImportAborted(Exception):
@@ -123,6 +128,10 @@ def import_leads(
         active_rules()  # refuse to import with broken scoring rules, before writing
     except ScoringError as exc:
         raise ImportAborted(f"the scoring rules have errors; fix them first:\n{exc}") from None
+    try:
+        Funnel.load(catalog=catalog)  # rows may move leads through the funnel
+    except LifecycleConfigError as exc:
+        raise ImportAborted(f"lifecycle.yaml has errors; fix them first:\n{exc}") from None
     report = ImportReport(file=str(path))
     context = lead_context(catalog.personas())
     batch: list[_Row] = []
@@ -288,17 +297,24 @@ def _write_batch(
 class _BatchResult:
     created: int = 0
     updated: int = 0
+    skipped: int = 0
+    errors: list[RowError] = field(default_factory=list)
     enrolled: Counter[str] = field(default_factory=Counter)
     not_enrolled: Counter[str] = field(default_factory=Counter)
+    # Leads inserted by this batch (their first stage is recorded), and the stage moves of
+    # existing leads, in file order: (row number, email key, target stage).
+    new: set[str] = field(default_factory=set)
+    moves: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def _upsert_and_enroll(
     session: Session, batch: list[_Row], catalog: Catalog, now: datetime, default_timezone: str
 ) -> _BatchResult:
     result = _BatchResult()
-    leads = _upsert(session, batch, default_timezone, result)
-    refresh_fit(session, [lead.id for lead in leads], now)  # profile rules of scoring.yaml
-    for outcome in enroll_many(session, leads, catalog, now):
+    leads = _upsert(session, batch, default_timezone, result, now)
+    refresh_fit(session, [lead.id for lead in leads.values()], now)  # scoring.yaml's profile
+    _record_stages(session, leads, result, catalog, now)
+    for outcome in enroll_many(session, list(leads.values()), catalog, now):
         if outcome.enrollment is not None:
             result.enrolled[outcome.enrollment.sequence_key] += 1
         else:
@@ -307,15 +323,26 @@ def _upsert_and_enroll(
 
 
 def _upsert(
-    session: Session, batch: list[_Row], default_timezone: str, result: _BatchResult
-) -> list[Lead]:
-    """Update the leads that exist, insert the others; a fixed number of statements."""
+    session: Session,
+    batch: list[_Row],
+    default_timezone: str,
+    result: _BatchResult,
+    now: datetime,
+) -> dict[str, Lead]:
+    """Update the leads that exist, insert the others; a fixed number of statements. A row
+    asking an existing lead for a stage move the funnel refuses is skipped whole."""
     keys = list(dict.fromkeys(row.lead.email.lower() for row in batch))
     query = select(Lead).where(func.lower(Lead.email).in_(keys))
     existing = {lead.email.lower(): lead for lead in session.scalars(query)}
+    # Each existing lead's stage after the rows so far (moves are applied after the batch).
+    stages = {key: lead.lifecycle_stage for key, lead in existing.items()}
     new: dict[str, dict[str, Any]] = {}
+    touched: dict[str, None] = {}  # emails with a row applied, in file order
     for row in batch:
         key = row.lead.email.lower()
+        if key in existing and not _stage_allowed(row, key, stages, result, now):
+            continue  # nothing of the row is applied
+        touched[key] = None
         if key in existing:
             _update(existing[key], row.lead)
         elif key in new:
@@ -331,16 +358,59 @@ def _upsert(
         session.execute(insert(Lead), list(new.values()))
         inserted = select(Lead).where(func.lower(Lead.email).in_(list(new)))
         existing.update((lead.email.lower(), lead) for lead in session.scalars(inserted))
-    return [existing[key] for key in keys]
+        result.new.update(new)
+    return {key: existing[key] for key in touched}
+
+
+def _stage_allowed(
+    row: _Row, key: str, stages: dict[str, str], result: _BatchResult, now: datetime
+) -> bool:
+    """Whether the row's lifecycle stage (if it gives a different one) is a move the state
+    machine allows from where the lead is; a refused row is reported and skipped."""
+    target = row.lead.provided().get(STAGE_FIELD)
+    if target is None or target == stages[key]:
+        return True
+    refusal = refusal_of(stages[key], target, now)
+    if refusal is not None:
+        result.skipped += 1
+        result.errors.append(RowError(row.number, STAGE_FIELD, f"{refusal.message}; row skipped"))
+        return False
+    result.moves.append((row.number, key, str(target)))
+    stages[key] = str(target)
+    return True
+
+
+def _record_stages(
+    session: Session,
+    leads: dict[str, Lead],
+    result: _BatchResult,
+    catalog: Catalog,
+    now: datetime,
+) -> None:
+    """New leads' first stage (reason ``import``, from none), then the moves of existing
+    leads through the funnel, in file order (each recorded, its hand-offs and sequences
+    settled as for any stage change)."""
+    entries = [
+        (leads[key], Reason(ReasonKind.import_, "created by a CSV import", {"source": "import"}))
+        for key in leads
+        if key in result.new
+    ]
+    record_entries(session, entries, ACTOR, now)
+    if not result.moves:
+        return
+    funnel = Funnel.load(catalog=catalog)  # checked before the import started
+    for number, key, target in result.moves:
+        reason = Reason(ReasonKind.import_, f"CSV import, row {number}", {"source": "import"})
+        change_stage(session, leads[key], target, reason, ACTOR, now, funnel=funnel)
 
 
 def _update(lead: Lead, given: LeadIn) -> None:
     """Overwrite only what the row gives; attributes are merged. The stored email (and its
-    case) stays: the row matched it case-insensitively."""
+    case) stays: the row matched it case-insensitively. The stage moves in _record_stages."""
     for name, value in given.provided().items():
         if name == "attributes":
             lead.attributes = {**(lead.attributes or {}), **value}
-        elif name != "email":
+        elif name not in ("email", STAGE_FIELD):
             setattr(lead, name, value)
 
 
@@ -356,6 +426,8 @@ def _merge(values: dict[str, Any], given: LeadIn) -> None:
 def _count(report: ImportReport, result: _BatchResult) -> None:
     report.created += result.created
     report.updated += result.updated
+    report.skipped += result.skipped
+    report.errors.extend(result.errors)
     report.enrolled.update(result.enrolled)
     report.not_enrolled.update(result.not_enrolled)
 

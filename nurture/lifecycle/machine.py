@@ -23,13 +23,14 @@ Stage = LifecycleStage
 
 
 class ReasonKind(StrEnum):
-    """Why a stage changed: a scoring rule, a fast-track trigger, a sales decision, an
-    import, or the engine itself (a cool-down that ended)."""
+    """Why a stage changed: a scoring rule, a fast-track trigger, a sales decision, a CSV
+    import, the API's lead upsert, or the engine itself (a cool-down that ended)."""
 
     rule = "rule"
     trigger = "trigger"
     sales = "sales"
     import_ = "import"
+    api = "api"
     system = "system"
 
 

@@ -6,9 +6,16 @@ address and subject of each message it was sent, bounce texts, the free-form dat
 events (URLs, titles, properties, user agents), the details of its score entries, the links
 of its messages, and any plain-text suppression of its address.
 
-What stays: the rows themselves (messages, events, enrollments, score entries), with their
-types, statuses, times, sequences and steps, so every aggregate count is unchanged; and
-firmographic fields that identify no one (industry, company size, country, persona, stages).
+The funnel goes the same way: the free text of sales decisions in the stage history
+(notes, BANT answers: which were answered stays), and the payload of every hand-off
+notification (who the lead is, what it read, what it was sent). A notification not sent
+yet is cancelled: there is nothing left to tell.
+
+What stays: the rows themselves (messages, events, enrollments, score entries, stage
+changes, hand-offs, notifications and their attempts), with their types, statuses, times,
+sequences and steps, stages, reason kinds, rules and scores, so every aggregate count and
+report is unchanged; and firmographic fields that identify no one (industry, company size,
+country, persona, stages).
 
 What is added: a suppression of ``sha256:<hex>`` (the SHA-256 of the lower-cased address),
 reason ``erased``. The engine, enrollment and imports match it, so the address is never
@@ -22,10 +29,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from nurture.db.models import Enrollment, Event, Lead, Link, Message, ScoreEntry, Suppression
+from nurture.db.models import (
+    Enrollment,
+    Event,
+    Handoff,
+    Lead,
+    Link,
+    Message,
+    ScoreEntry,
+    StageChange,
+    Suppression,
+    WebhookDelivery,
+)
 from nurture.scoring.core import PROFILE
 
 HASH_PREFIX = "sha256:"
@@ -35,6 +53,22 @@ KEPT_EVENT_DATA = frozenset(
     {"sequence", "step", "position", "reason", "bot_reason", "content_stage", "source", "until"}
 )
 ERASED_FIELDS = ("first_name", "last_name", "company", "title")
+# Stage-change facts that identify no one (rules, codes, scores); notes and BANT answers go.
+KEPT_STAGE_DATA = frozenset(
+    {
+        "rule",
+        "rules",
+        "hot",
+        "score",
+        "decision",
+        "reason_code",
+        "cooldown_until",
+        "renurture_sequence",
+        "keep_engagement",
+        "source",
+    }
+)
+ERASED_PAYLOAD = "(erased)"
 
 
 def email_hash(email: str) -> str:
@@ -102,6 +136,8 @@ def erase_lead(session: Session, lead: Lead, now: datetime) -> ErasureReport:
     messages = _scrub_messages(session, lead.id)
     events = _scrub_events(session, lead.id)
     _scrub_score_details(session, lead.id)
+    _scrub_stage_history(session, lead.id)
+    _scrub_notifications(session, lead.id, now)
     exited = _exit_enrollments(session, lead.id, now)
     for name in ERASED_FIELDS:
         setattr(lead, name, "")
@@ -159,6 +195,42 @@ def _scrub_score_details(session: Session, lead_id: int) -> None:
     mine = ScoreEntry.lead_id == lead_id
     session.execute(update(ScoreEntry).where(mine, profile).values(detail=f"{PROFILE}(erased)"))
     session.execute(update(ScoreEntry).where(mine, ~profile).values(detail=""))
+
+
+def _scrub_stage_history(session: Session, lead_id: int) -> None:
+    """Keep each stage change (from, to, when, why, who decided, the score); drop the
+    free text of sales decisions."""
+    query = select(StageChange).where(StageChange.lead_id == lead_id)
+    for change in session.scalars(query):
+        data = dict(change.data or {})
+        kept = {k: v for k, v in data.items() if k in KEPT_STAGE_DATA}
+        if isinstance(data.get("bant"), dict):
+            kept["bant"] = sorted(data["bant"])  # which were answered, not what
+        if kept != data:
+            change.data = kept
+        if change.reason_kind == "sales":
+            # "reject (timing): call back Alex in May" -> "reject (timing)"
+            code = f" ({kept['reason_code']})" if kept.get("reason_code") else ""
+            change.reason_detail = f"{kept.get('decision', 'decision')}{code}"
+
+
+def _scrub_notifications(session: Session, lead_id: int, now: datetime) -> None:
+    """Hand-off notifications about the lead keep their event, target, status and
+    attempts; their payload goes, and those not delivered yet are cancelled."""
+    handoffs = select(Handoff.id).where(Handoff.lead_id == lead_id).scalar_subquery()
+    mine = or_(WebhookDelivery.lead_id == lead_id, WebhookDelivery.handoff_id.in_(handoffs))
+    session.execute(
+        update(WebhookDelivery)
+        .where(mine, WebhookDelivery.status.in_(("pending", "sending")))
+        .values(
+            status="failed",
+            next_attempt_at=None,
+            claim_token=None,  # a pass sending it now records nothing
+            last_error="cancelled: the lead was erased",
+        )
+    )
+    for delivery in session.scalars(select(WebhookDelivery).where(mine)):
+        delivery.payload = {"event": delivery.event, "lead": ERASED_PAYLOAD}
 
 
 def _exit_enrollments(session: Session, lead_id: int, now: datetime) -> int:

@@ -21,15 +21,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ARRAY, Connection, String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Base, Event, Lead, Suppression
 from nurture.leads.schema import LeadIn, check_line, check_text, normalize_email
+from nurture.services.batches import one_of
 from nurture.services.erasure import email_hash
 from nurture.services.scoring import refresh_fit
 
@@ -101,7 +103,7 @@ class EventIn(BaseModel):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        return normalize_email(value)
+        return _normalized_email(value)
 
     @field_validator("content_stage", mode="before")
     @classmethod
@@ -118,6 +120,13 @@ class EventIn(BaseModel):
         if size > MAX_PROPERTIES_BYTES:
             raise ValueError(f"are {size} bytes as JSON; at most {MAX_PROPERTIES_BYTES}")
         return value
+
+
+@lru_cache(maxsize=16_384)
+def _normalized_email(value: str) -> str:
+    # A batch names the same leads again and again, and the check costs ~40 µs: a pure
+    # function of the text, remembered (an invalid address raises, which is not cached).
+    return normalize_email(value)
 
 
 def _check_json(value: Any) -> None:
@@ -210,9 +219,10 @@ def store_events(
     leads = _resolve_leads(session, events, now, unknown_email, default_timezone, report)
     rows: dict[str, tuple[int, dict[str, Any]]] = {}
     outcome: dict[int, EventResult] = {}
+    latest = now + FUTURE_SKEW
     for offset, event in enumerate(events):
         index = first_index + offset
-        rejected = _reject(event, leads, now)
+        rejected = _reject(event, leads, latest)
         if rejected:
             outcome[index] = EventResult(index, "rejected", errors=(rejected,))
             continue
@@ -270,11 +280,15 @@ def dedupe_key(event: EventIn, occurred_at: datetime) -> str:
     return "api:sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _reject(event: EventIn, leads: dict[str, int | str], now: datetime) -> tuple[str, str] | None:
+def _reject(
+    event: EventIn, leads: dict[str, int | str], latest: datetime
+) -> tuple[str, str] | None:
+    """Why the event is refused (field, message), if it is: its email has no lead, or it
+    happened after ``latest`` (now, plus the clock skew allowed)."""
     lead = leads.get(event.email.lower())
     if isinstance(lead, str):
         return ("email", lead)
-    if event.occurred_at is not None and event.occurred_at > now + FUTURE_SKEW:
+    if event.occurred_at is not None and event.occurred_at > latest:
         return ("occurred_at", f"{event.occurred_at.isoformat()} is in the future")
     return None
 
@@ -314,7 +328,8 @@ def _resolve_leads(
 def _lead_ids(session: Session, emails: Sequence[str]) -> list[tuple[str, int]]:
     if not emails:
         return []
-    query = select(func.lower(Lead.email), Lead.id).where(func.lower(Lead.email).in_(emails))
+    lower = func.lower(Lead.email)
+    query = select(lower, Lead.id).where(one_of(session, lower, emails, String()))
     return [(email, lead_id) for email, lead_id in session.execute(query)]
 
 
@@ -333,8 +348,7 @@ def _new_lead(email: str, default_timezone: str, now: datetime) -> dict[str, Any
 
 def _insert(session: Session | Connection, table: Any) -> Any:
     """INSERT with ON CONFLICT support, in the session's dialect."""
-    dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
-    if dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
@@ -350,6 +364,32 @@ def insert_ignoring_conflicts(
     if isinstance(table, type) and issubclass(table, Base):
         table = table.__table__
     column = table.c[conflict]
-    statement = _insert(session, table).on_conflict_do_nothing().returning(table.c.id, column)
-    result = session.execute(statement, list(rows))
+    if len(rows) > 1 and _dialect(session) == "postgresql":
+        statement = _unnest_insert(table, rows)
+        result = session.execute(statement.returning(table.c.id, column))
+    else:
+        statement = _insert(session, table).on_conflict_do_nothing()
+        result = session.execute(statement.returning(table.c.id, column), list(rows))
     return {value: int(row_id) for row_id, value in result}
+
+
+def _unnest_insert(table: Table, rows: Sequence[dict[str, Any]]) -> Any:
+    """``INSERT ... SELECT unnest(:column_1), ... ON CONFLICT DO NOTHING`` on PostgreSQL:
+    one array parameter per column. A multi-row VALUES with RETURNING would be a statement
+    of rows x columns parameters that the driver parses and the server plans every time."""
+    names = list(rows[0])
+    arrays = [
+        func.unnest(
+            bindparam(
+                f"{name}_values", [row[name] for row in rows], type_=ARRAY(table.c[name].type)
+            )
+        ).label(name)
+        for name in names
+    ]
+    source = select(*arrays)
+    return postgresql.insert(table).from_select(names, source).on_conflict_do_nothing()
+
+
+def _dialect(session: Session | Connection) -> str:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    return bind.dialect.name

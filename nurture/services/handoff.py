@@ -76,8 +76,10 @@ def open_handoff(
     due_at: datetime | None,
     owner: str,
     now: datetime,
+    flush: bool = True,
 ) -> Handoff:
-    """Start the SLA clock of a lead waiting for sales in ``stage``."""
+    """Start the SLA clock of a lead waiting for sales in ``stage`` (``flush``: write it
+    now, so it has its id)."""
     handoff = Handoff(
         lead_id=lead.id,
         kind=kind,
@@ -90,18 +92,32 @@ def open_handoff(
         outcome="",
     )
     session.add(handoff)
-    session.flush()
+    if flush:
+        session.flush()
     return handoff
 
 
 def open_handoffs(session: Session, lead_id: int) -> list[Handoff]:
-    query = select(Handoff).where(Handoff.lead_id == lead_id, Handoff.closed_at.is_(None))
+    return open_handoffs_of(session, [lead_id])
+
+
+def open_handoffs_of(session: Session, lead_ids: Sequence[int]) -> list[Handoff]:
+    """The open hand-offs of these leads, oldest first."""
+    query = select(Handoff).where(Handoff.lead_id.in_(lead_ids), Handoff.closed_at.is_(None))
     return list(session.scalars(query.order_by(Handoff.id)))
 
 
-def close_handoffs(session: Session, lead_id: int, outcome: str, now: datetime) -> list[Handoff]:
-    """Close the lead's open hand-offs: sales acted (or the lead moved on) at ``now``."""
-    closed = open_handoffs(session, lead_id)
+def close_handoffs(
+    session: Session,
+    lead_id: int,
+    outcome: str,
+    now: datetime,
+    *,
+    open_ones: Sequence[Handoff] | None = None,
+) -> list[Handoff]:
+    """Close the lead's open hand-offs: sales acted (or the lead moved on) at ``now``.
+    ``open_ones``: those hand-offs, when the caller read them already."""
+    closed = list(open_ones) if open_ones is not None else open_handoffs(session, lead_id)
     for handoff in closed:
         handoff.closed_at = now
         handoff.outcome = outcome

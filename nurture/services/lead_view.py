@@ -1,5 +1,5 @@
 """One lead as a marketer looks at it: fields, stage, enrollment, score with its breakdown,
-and the timeline of messages, events and score changes (newest first). Used by
+and the timeline of messages, events, score changes and stage changes (newest first). Used by
 ``nurture lead show`` and the lead API, so both show the same numbers."""
 
 from __future__ import annotations
@@ -11,27 +11,29 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nurture.db.models import Enrollment, Event, Lead, Message, ScoreEntry
+from nurture.db.models import Enrollment, Event, Lead, Message, ScoreEntry, StageChange
 from nurture.scoring.core import ScoreBreakdown, entry_value
 from nurture.scoring.rules import ScoringRules
 from nurture.services.scoring import LEAD_FIELDS, active_rules, lead_score
 
 DEFAULT_LIMIT = 30
-_KIND_ORDER = {"message": 0, "event": 1, "score": 2}  # at the same instant: cause, then effect
+# At the same instant: cause, then effect (points make an MQL).
+_KIND_ORDER = {"message": 0, "event": 1, "score": 2, "stage": 3}
 
 
 @dataclass(frozen=True)
 class TimelineItem:
-    """One line of a lead's timeline: a message, an event, or a score change."""
+    """One line of a lead's timeline: a message, an event, a score or a stage change."""
 
     at: datetime
-    kind: str  # message | event | score
-    title: str  # sequence/step, event type, or rule
-    detail: str = ""  # subject, URL or title, or why the rule hit
-    status: str = ""  # message status; human or bot; the rule's category
+    kind: str  # message | event | score | stage
+    title: str  # sequence/step, event type, rule, or "lead -> mql"
+    detail: str = ""  # subject, URL or title, why the rule hit, or the change's reason
+    status: str = ""  # message status; human or bot; the rule's category; who changed it
     points: float | None = None
     decayed: float | None = None  # a score change's worth at the view's time
     id: int = 0
+    stage: dict[str, Any] | None = None  # a stage change: from, to, reason, actor, score
 
     def to_json(self) -> dict[str, Any]:
         """The item as JSON data."""
@@ -45,6 +47,8 @@ class TimelineItem:
         if self.points is not None:
             data["points"] = self.points
             data["decayed"] = self.decayed
+        if self.stage is not None:
+            data.update(self.stage)
         return data
 
 
@@ -147,11 +151,12 @@ def _enrollments(session: Session, lead_id: int) -> list[EnrollmentView]:
 def timeline(
     session: Session, lead_id: int, at: datetime, limit: int, rules: ScoringRules
 ) -> list[TimelineItem]:
-    """The newest ``limit`` messages, events and score changes up to ``at``."""
+    """The newest ``limit`` messages, events, score and stage changes up to ``at``."""
     items = (
         _messages(session, lead_id, at, limit)
         + _events(session, lead_id, at, limit)
         + _score_changes(session, lead_id, at, limit, rules)
+        + _stage_changes(session, lead_id, at, limit)
     )
     items.sort(key=lambda i: (i.at, _KIND_ORDER[i.kind], i.id), reverse=True)
     return items[:limit]
@@ -236,3 +241,35 @@ def _score_changes(
         )
         for s in session.scalars(query)
     ]
+
+
+def _stage_changes(session: Session, lead_id: int, at: datetime, limit: int) -> list[TimelineItem]:
+    query = (
+        select(StageChange)
+        .where(StageChange.lead_id == lead_id, StageChange.at <= at)
+        .order_by(StageChange.at.desc(), StageChange.id.desc())
+        .limit(limit)
+    )
+    return [_stage_item(change) for change in session.scalars(query)]
+
+
+def _stage_item(change: StageChange) -> TimelineItem:
+    reason = change.reason_kind + (f": {change.reason_detail}" if change.reason_detail else "")
+    score = "" if change.score is None else f" (score {round(change.score, 2):g})"
+    return TimelineItem(
+        at=change.at,
+        kind="stage",
+        title=f"{change.from_stage} -> {change.to_stage}",
+        detail=reason + score,
+        status=f"by {change.actor}" if change.actor else "",
+        id=change.id,
+        stage={
+            "from": change.from_stage,
+            "to": change.to_stage,
+            "reason": change.reason_kind,
+            "reason_detail": change.reason_detail,
+            "actor": change.actor,
+            "score": change.score,
+            "cycle": change.cycle,
+        },
+    )

@@ -9,17 +9,19 @@ notifications) or close. The caller owns the transaction."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, insert, select
 from sqlalchemy.orm import Session
 
 from nurture.authoring.loaded import LoadedSequence
 from nurture.core.engine import Context, Position, goal_reached
-from nurture.db.models import Enrollment, Event, Lead, ScoreEntry, StageChange
+from nurture.db.models import Enrollment, Event, Handoff, Lead, ScoreEntry, StageChange
 from nurture.db.session import transaction
 from nurture.lifecycle.config import SLA_STAGES, LifecycleSpec, RejectReason
 from nurture.lifecycle.decisions import SalesDecision, problems
@@ -38,13 +40,15 @@ from nurture.lifecycle.rules import (
     Promotion,
     ScoreView,
     assess,
+    check_rule,
     matching_exclusions,
 )
 from nurture.services import handoff as handoffs
 from nurture.services import sla
+from nurture.services.batches import chunks, one_of
 from nurture.services.catalog import Catalog, UnknownSequenceVersion
 from nurture.services.enrollment import enroll
-from nurture.services.scoring import ScoreBreakdown, lead_score
+from nurture.services.scoring import ScoreBreakdown, lead_score, lead_scores, score_ceilings
 from nurture.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -69,13 +73,31 @@ class Funnel:
     @classmethod
     def load(cls, settings: Settings | None = None, catalog: Catalog | None = None) -> Funnel:
         """The funnel of the configured sequences folder (raises LifecycleConfigError)."""
-        settings = settings or load_settings()
+        settings = settings or environment_settings()
         return cls(load_lifecycle(settings.sequences_dir), settings, catalog)
 
     def catalog_for(self, session: Session) -> Catalog:
         if self.catalog is None:
             self.catalog = Catalog.from_db(session)
         return self.catalog
+
+
+_environment: tuple[tuple[object, ...], Settings] | None = None
+
+
+def environment_settings() -> Settings:
+    """``load_settings()``, read again only when what it reads changed (the NURTURE_
+    variables, the working folder, its .env file): the pipeline asks for every batch."""
+    global _environment
+    try:
+        env_file: int | None = Path(".env").stat().st_mtime_ns
+    except OSError:
+        env_file = None
+    variables = sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("NURTURE_"))
+    key = (os.getcwd(), env_file, *variables)
+    if _environment is None or _environment[0] != key:
+        _environment = (key, load_settings())
+    return _environment[1]
 
 
 class DecisionRefused(ValueError):
@@ -109,6 +131,30 @@ def score_json(score: ScoreBreakdown) -> dict[str, Any]:
 # -- stage changes -------------------------------------------------------------------------
 
 
+@dataclass
+class Known:
+    """What stage changes of a batch of leads read, read for all of them at once: their
+    active enrollments and open hand-offs. With it, a change reads nothing and writes
+    nothing until the batch's one flush."""
+
+    enrollments: dict[int, list[Enrollment]] = field(default_factory=dict)
+    handoffs: dict[int, list[Handoff]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, session: Session, lead_ids: Sequence[int]) -> Known:
+        """Two queries per chunk of leads."""
+        known = cls({i: [] for i in lead_ids}, {i: [] for i in lead_ids})
+        for chunk in chunks(sorted(set(lead_ids))):
+            active = select(Enrollment).where(
+                one_of(session, Enrollment.lead_id, chunk), Enrollment.status == "active"
+            )
+            for enrollment in session.scalars(active.order_by(Enrollment.id)):
+                known.enrollments[enrollment.lead_id].append(enrollment)
+            for handoff in handoffs.open_handoffs_of(session, chunk):
+                known.handoffs[handoff.lead_id].append(handoff)
+        return known
+
+
 def change_stage(
     session: Session,
     lead: Lead,
@@ -118,14 +164,20 @@ def change_stage(
     now: datetime,
     *,
     funnel: Funnel | None = None,
+    score: ScoreBreakdown | None = None,
+    known: Known | None = None,
 ) -> StageChange:
     """Move ``lead`` to ``target`` and record it; raise TransitionRefused (nothing
-    changed) when the state machine does not allow the move."""
+    changed) when the state machine does not allow the move. ``score``: the lead's score
+    at ``now`` when the caller has it already (read from the ledger otherwise). ``known``:
+    the lead's enrollments and hand-offs, read beforehand with others' (then nothing is
+    flushed here: the caller flushes the batch)."""
     moved = transition(lead.lifecycle_stage, target, reason, now)
     if isinstance(moved, Refusal):
         raise TransitionRefused(moved)
     funnel = funnel or Funnel.load()
-    score = current_score(session, lead.id, now)
+    if score is None:
+        score = current_score(session, lead.id, now)
     if moved.starts_new_cycle:
         lead.cycle = (lead.cycle or 1) + 1
     change = StageChange(
@@ -145,9 +197,47 @@ def change_stage(
     lead.stage_changed_at = now
     if moved.from_stage is Stage.recycled:
         lead.recycle_until = None
-    session.flush()
-    _after_change(session, lead, change, reason, score, now, funnel)
+    if known is None:
+        session.flush()
+    _after_change(session, lead, change, reason, score, now, funnel, known)
     return change
+
+
+def record_entries(
+    session: Session, entries: Sequence[tuple[Lead, Reason]], actor: str, now: datetime
+) -> int:
+    """New leads' first stage, recorded as a change from none (``from_stage`` ""), with
+    their score: a fixed number of statements for them all. An entry only records: no
+    hand-off opens and no sequence is exited (the funnel acts on moves), so importing
+    history alerts nobody. Returns how many were recorded."""
+    if not entries:
+        return 0
+    scores = lead_scores(session, [lead.id for lead, _ in entries], now)
+    rows = [
+        {
+            "lead_id": lead.id,
+            "from_stage": "",
+            "to_stage": lead.lifecycle_stage,
+            "at": now,
+            "reason_kind": reason.kind.value,
+            "reason_detail": reason.detail[:2000],
+            "actor": actor[:200],
+            "score": scores[lead.id].total,
+            "cycle": lead.cycle or 1,
+            "data": {**reason.data, "score": score_json(scores[lead.id])},
+        }
+        for lead, reason in entries
+    ]
+    # Core executemany: ORM inserts fetch each new id, row by row on SQLite.
+    session.execute(insert(StageChange), rows)
+    return len(rows)
+
+
+def refusal_of(current: str, target: str, now: datetime) -> Refusal | None:
+    """Why the state machine would refuse moving from ``current`` to ``target`` (None: it
+    allows it). Nothing is changed: callers check a whole row before they write any of it."""
+    moved = transition(current, target, Reason(ReasonKind.system), now)
+    return moved if isinstance(moved, Refusal) else None
 
 
 def _after_change(
@@ -158,16 +248,21 @@ def _after_change(
     score: ScoreBreakdown,
     now: datetime,
     funnel: Funnel,
+    known: Known | None,
 ) -> None:
     """Stop what the new stage ends, settle and open hand-offs, start the stage's track."""
-    exit_sequences(session, lead, change.to_stage, now, funnel)
-    closed = handoffs.close_handoffs(session, lead.id, change.to_stage, now)
+    active = known.enrollments.get(lead.id, []) if known else None
+    exit_sequences(session, lead, change.to_stage, now, funnel, active=active)
+    open_ones = known.handoffs.get(lead.id, []) if known else None
+    closed = handoffs.close_handoffs(session, lead.id, change.to_stage, now, open_ones=open_ones)
     if funnel.spec is None:
         return
     late = sla.settle_closed(closed, now)
     sla.notify_breaches(session, funnel.spec, funnel.settings, late, now)
     if change.to_stage in SLA_STAGES:
-        _open_handoff(session, lead, change, reason, score, now, funnel.spec, funnel.settings)
+        _open_handoff(
+            session, lead, change, reason, score, now, funnel.spec, funnel.settings, known
+        )
     track = funnel.spec.stage_sequence(change.to_stage)
     if track:
         enroll_named(session, lead, track, funnel.catalog_for(session), now)
@@ -182,12 +277,16 @@ def _open_handoff(
     now: datetime,
     spec: LifecycleSpec,
     settings: Settings,
+    known: Known | None = None,
 ) -> None:
     kind = "fast_track" if reason.kind is ReasonKind.trigger else change.to_stage
     due = sla.due_at(spec, settings, lead, change.to_stage, now)
     notify = kind in handoffs.NOTIFY_KINDS
     if due is None and not notify:
         return
+    targets = handoffs.Targets.of(spec.handoff, settings)
+    # Nobody to tell: no context document to build (it is only ever stored to be sent).
+    notify_now = notify and bool(targets.webhooks or targets.slack)
     handoff = handoffs.open_handoff(
         session,
         lead,
@@ -197,8 +296,9 @@ def _open_handoff(
         due_at=due,
         owner=lead.owner or spec.handoff.default_owner,
         now=now,
+        flush=known is None or notify_now,  # the notification names the hand-off's id
     )
-    if notify:
+    if notify_now:
         why = {
             "reason": reason.detail,
             "rules": list(reason.data.get("rules", [])),
@@ -211,7 +311,7 @@ def _open_handoff(
             session,
             event=f"handoff.{kind}",
             document=document,
-            targets=handoffs.Targets.of(spec.handoff, settings),
+            targets=targets,
             lead_id=lead.id,
             handoff_id=handoff.id,
             now=now,
@@ -219,13 +319,24 @@ def _open_handoff(
 
 
 def exit_sequences(
-    session: Session, lead: Lead, stage: str, now: datetime, funnel: Funnel
+    session: Session,
+    lead: Lead,
+    stage: str,
+    now: datetime,
+    funnel: Funnel,
+    *,
+    active: Sequence[Enrollment] | None = None,
 ) -> list[Enrollment]:
     """Exit, now, the lead's active enrollments that ``stage`` ends (its goal, or it leaves
-    the audience); a disqualified lead leaves every one."""
-    query = select(Enrollment).where(Enrollment.lead_id == lead.id, Enrollment.status == "active")
+    the audience); a disqualified lead leaves every one. ``active``: those enrollments,
+    when the caller read them already."""
+    if active is None:
+        query = select(Enrollment).where(
+            Enrollment.lead_id == lead.id, Enrollment.status == "active"
+        )
+        active = list(session.scalars(query))
     exited = []
-    for enrollment in session.scalars(query):
+    for enrollment in active:
         reason = _exit_reason(session, enrollment, stage, funnel)
         if reason:
             _finish(enrollment, reason, now)
@@ -280,7 +391,8 @@ def enroll_named(
 def evaluate_leads(
     session: Session, lead_ids: Sequence[int], now: datetime, funnel: Funnel | None = None
 ) -> list[StageChange]:
-    """Apply the MQL rules and fast-track triggers to these leads (after scoring)."""
+    """Apply the MQL rules and fast-track triggers to these leads (after scoring), with a
+    fixed number of queries for the whole batch; only promotions write lead by lead."""
     if funnel is None:
         try:
             funnel = Funnel.load()
@@ -289,19 +401,89 @@ def evaluate_leads(
             return []
     if funnel.spec is None or not lead_ids:
         return []
-    query = select(Lead).where(
-        Lead.id.in_(sorted(set(lead_ids))),
-        Lead.lifecycle_stage.in_([s.value for s in MARKETING_STAGES]),
-        Lead.erased_at.is_(None),
-    )
-    leads = list(session.scalars(query.order_by(Lead.id)))
-    events = _trigger_events(session, [lead.id for lead in leads], funnel.spec)
+    facts = _marketing_leads(session, lead_ids)
+    ids = [lead.id for lead in facts]
+    events = _trigger_events(session, ids, funnel.spec)
+    views, exact = _score_views(session, ids, now, funnel.spec)
+    found = {
+        lead.id: _assess(lead, now, funnel.spec, events.get(lead.id, []), views[lead.id])
+        for lead in facts
+    }
+    ids = [lead_id for lead_id, assessment in found.items() if assessment.promotion]
+    if not ids:
+        return []
+    # A lead promoted by a trigger may have been judged on its ceiling: its stage change
+    # records the exact score.
+    exact.update(lead_scores(session, [i for i in ids if i not in exact], now))
+    leads = session.scalars(select(Lead).where(one_of(session, Lead.id, ids)).order_by(Lead.id))
+    known = Known.read(session, ids)
     changes = []
     for lead in leads:
-        found = assess_lead(session, lead, now, funnel.spec, events.get(lead.id, []))
-        if found.promotion is not None:
-            changes.append(_promote(session, lead, found, found.promotion, now, funnel))
+        assessment = found[lead.id]
+        assert assessment.promotion is not None
+        change = _promote(
+            session, lead, assessment, assessment.promotion, now, funnel, exact[lead.id], known
+        )
+        changes.append(change)
+    if changes:
+        session.flush()  # the batch's stage changes, lead updates and hand-offs together
     return changes
+
+
+# What the rules read of a lead (see _lead_facts), read as plain rows: a batch's leads
+# become ORM objects only when they are promoted.
+FACT_COLUMNS = (
+    Lead.id,
+    Lead.email,
+    Lead.first_name,
+    Lead.last_name,
+    Lead.company,
+    Lead.title,
+    Lead.industry,
+    Lead.company_size,
+    Lead.country,
+    Lead.persona,
+    Lead.journey_stage,
+    Lead.lifecycle_stage,
+    Lead.attributes,
+    Lead.stage_changed_at,
+    Lead.recycle_until,
+)
+
+
+def _marketing_leads(session: Session, lead_ids: Sequence[int]) -> list[Row[Any]]:
+    """What the rules read of the leads (by id) that marketing still moves on its own."""
+    leads: list[Row[Any]] = []
+    for chunk in chunks(sorted(set(lead_ids))):
+        query = select(*FACT_COLUMNS).where(
+            one_of(session, Lead.id, chunk),
+            Lead.lifecycle_stage.in_([s.value for s in MARKETING_STAGES]),
+            Lead.erased_at.is_(None),
+        )
+        leads += session.execute(query.order_by(Lead.id))
+    return leads
+
+
+def _score_views(
+    session: Session, lead_ids: Sequence[int], now: datetime, spec: LifecycleSpec
+) -> tuple[dict[int, ScoreView], dict[int, ScoreBreakdown]]:
+    """What the MQL rules see of each lead's score, and the exact scores read. A lead
+    whose score ceiling (the most its total and fit rules can be) satisfies no MQL rule is
+    judged on its ceiling: no rule holds either way, and its ledger is not read row by row."""
+    ceilings = {
+        lead_id: ScoreView(ceiling.total, ceiling.fit_rules)
+        for lead_id, ceiling in score_ceilings(session, lead_ids, now).items()
+    }
+    reachable = [
+        lead_id
+        for lead_id, ceiling in ceilings.items()
+        if any(check_rule(rule, ceiling).holds for rule in spec.mql.rules)
+    ]
+    exact = lead_scores(session, reachable, now)
+    views = dict(ceilings)
+    for lead_id, score in exact.items():
+        views[lead_id] = ScoreView(score.total, frozenset(score.fit_rules))
+    return views, exact
 
 
 def assess_lead(
@@ -315,10 +497,20 @@ def assess_lead(
     score = current_score(session, lead.id, now)
     if events is None:
         events = _trigger_events(session, [lead.id], spec).get(lead.id, [])
+    return _assess(lead, now, spec, events, ScoreView(score.total, frozenset(score.fit_rules)))
+
+
+def _assess(
+    lead: Lead | Row[Any],
+    now: datetime,
+    spec: LifecycleSpec,
+    events: Sequence[tuple[str, datetime]],
+    score: ScoreView,
+) -> Assessment:
     return assess(
         spec,
         _lead_facts(lead),
-        ScoreView(score.total, frozenset(score.fit_rules)),
+        score,
         events,
         lead.stage_changed_at,
         lead.recycle_until,
@@ -333,6 +525,8 @@ def _promote(
     promotion: Promotion,
     now: datetime,
     funnel: Funnel,
+    score: ScoreBreakdown,
+    known: Known | None,
 ) -> StageChange:
     fired = [c.name for c in (*found.triggers, *found.rules) if c.holds]
     reason = Reason(
@@ -340,7 +534,17 @@ def _promote(
         promotion.detail,
         {"rule": promotion.rule, "rules": fired, "hot": promotion.hot},
     )
-    return change_stage(session, lead, promotion.target, reason, SYSTEM_ACTOR, now, funnel=funnel)
+    return change_stage(
+        session,
+        lead,
+        promotion.target,
+        reason,
+        SYSTEM_ACTOR,
+        now,
+        funnel=funnel,
+        score=score,
+        known=known,
+    )
 
 
 def _trigger_events(
@@ -351,7 +555,9 @@ def _trigger_events(
         return {}
     rows = session.execute(
         select(Event.lead_id, Event.type, Event.occurred_at).where(
-            Event.lead_id.in_(lead_ids), Event.type.in_(types), Event.is_human.is_(True)
+            one_of(session, Event.lead_id, lead_ids),
+            Event.type.in_(types),
+            Event.is_human.is_(True),
         )
     )
     found: dict[int, list[tuple[str, datetime]]] = {}
@@ -361,7 +567,7 @@ def _trigger_events(
     return found
 
 
-def _lead_facts(lead: Lead) -> dict[str, Any]:
+def _lead_facts(lead: Lead | Row[Any]) -> dict[str, Any]:
     fields = ("email", "first_name", "last_name", "company", "title", "industry")
     facts: dict[str, Any] = {name: getattr(lead, name) for name in fields}
     facts.update(

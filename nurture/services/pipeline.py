@@ -13,14 +13,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.db.models import Event
+from nurture.db.models import UNSCORED_EVENTS, Event
 from nurture.db.session import transaction
 from nurture.services.lifecycle import evaluate_leads
 from nurture.services.scoring import score_events
@@ -34,11 +34,16 @@ log = logging.getLogger(__name__)
 PROCESS_TASK = "nurture.events.process"
 EVENTS_QUEUE = "events"
 # Events per scoring transaction when working through a backlog.
-BATCH = 500
+BATCH = 1000
 # How long the background processor lets a batch gather before scoring it.
 LINGER_SECONDS = 0.5
 # The engine's own bookkeeping: nothing to score (bounces are scored: a negative rule).
+# nurture.db.models.UNSCORED_EVENTS names the same types.
 UNSCORED_TYPES = ("sent", "deferred", "failed", "unknown")
+# The periodic sweep (sweep_unscored): events younger than this belong to the pipeline
+# that stored them (the API, the tracking queue, the workers); at most this many per pass.
+SWEEP_GRACE = timedelta(minutes=2)
+SWEEP_LIMIT = 2000
 
 Clock = Callable[[], datetime]
 
@@ -64,29 +69,43 @@ def process_now(sessions: sessionmaker[Session], event_ids: Sequence[int], now: 
             process_events(session, ids[start : start + BATCH], now)
 
 
-def process_unscored(sessions: sessionmaker[Session], now: datetime, limit: int = 0) -> int:
+def process_unscored(
+    sessions: sessionmaker[Session],
+    now: datetime,
+    limit: int = 0,
+    *,
+    stored_before: datetime | None = None,
+) -> int:
     """Work through events stored but never scored (e.g. the process stopped before it got
-    to them); returns how many. ``limit`` 0: all of them."""
+    to them, or the engine wrote them: its ``bounced``); returns how many. ``limit`` 0: all
+    of them. ``stored_before``: only events stored before then."""
     done, last_id = 0, 0
     while not limit or done < limit:
         size = BATCH if not limit else min(BATCH, limit - done)
+        # The exact text of the partial index ix_events_unscored, so SQLite uses it too.
+        query = select(Event.id).where(text(UNSCORED_EVENTS), Event.id > last_id)
+        if stored_before is not None:
+            query = query.where(Event.created_at < stored_before)
         with sessions() as session:
-            ids = list(
-                session.scalars(
-                    select(Event.id)
-                    .where(
-                        Event.scored_at.is_(None),
-                        Event.type.not_in(UNSCORED_TYPES),
-                        Event.id > last_id,
-                    )
-                    .order_by(Event.id)
-                    .limit(size)
-                )
-            )
+            ids = list(session.scalars(query.order_by(Event.id).limit(size)))
         if not ids:
             break
         process_now(sessions, ids, now)
         done, last_id = done + len(ids), ids[-1]
+    return done
+
+
+def sweep_unscored(sessions: sessionmaker[Session], now: datetime) -> int:
+    """The engine's periodic catch-up: score events left unscored for SWEEP_GRACE (the
+    engine's own ``bounced``, processing that was lost), at most SWEEP_LIMIT per pass.
+    Younger events are left to the pipeline that stored them. Failures are logged."""
+    try:
+        done = process_unscored(sessions, now, SWEEP_LIMIT, stored_before=now - SWEEP_GRACE)
+    except Exception:  # the send pass must go on; the next pass tries again
+        log.exception("scoring unscored events failed")
+        return 0
+    if done:
+        log.info("scored %d events left unscored", done)
     return done
 
 

@@ -1,7 +1,10 @@
 """Claiming due enrollments: two ticks or two workers never take the same one.
 
 A claim is a lease: the enrollment's ``next_run_at`` moves to the end of the lease, so if
-the worker that took it vanishes, the enrollment simply comes due again."""
+the worker that took it vanishes, the enrollment simply comes due again.
+
+Each claim also settles the messages left waiting for a retry by enrollments that have
+exited since (a lifecycle exit, an erasure): they become ``failed`` and are never retried."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.db.models import Enrollment
+from nurture.db.models import Enrollment, Message
 from nurture.db.session import transaction
 
 
@@ -28,6 +31,7 @@ def claim_due(
     """Claim up to ``limit`` due active enrollments, oldest first."""
     token = str(uuid.uuid4())
     with transaction(sessions) as session:
+        settle_abandoned_retries(session)
         due = (
             select(Enrollment.id)
             .where(Enrollment.status == "active", Enrollment.next_run_at <= now)
@@ -84,3 +88,25 @@ def take_over(
         )
     )
     return run_token, sorted(taken)
+
+
+def abandoned_retry_error(exit_reason: str, last_error: str) -> str:
+    """The error of a message that waited for a retry when its enrollment exited."""
+    return f"not retried: the enrollment exited ({exit_reason or 'no reason given'}); {last_error}"
+
+
+def settle_abandoned_retries(session: Session) -> int:
+    """Mark ``failed`` every message waiting for a retry whose enrollment is no longer
+    active; return how many. Cheap when there are none (messages are indexed by status)."""
+    abandoned = session.execute(
+        select(Message.id, Message.error, Enrollment.exit_reason)
+        .join(Enrollment, Enrollment.id == Message.enrollment_id)
+        .where(Message.status == "retry", Enrollment.status != "active")
+    ).all()
+    for message_id, error, exit_reason in abandoned:
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == "retry")
+            .values(status="failed", error=abandoned_retry_error(exit_reason, error))
+        )
+    return len(abandoned)

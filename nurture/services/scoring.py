@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Select, Table, func, insert, select, update
+from sqlalchemy import Row, Table, case, func, insert, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Event, Lead, Message, ScoreEntry
@@ -30,30 +30,39 @@ from nurture.scoring.core import (
     silence_hits,
 )
 from nurture.scoring.loader import cached_rules, scoring_path
-from nurture.scoring.rules import EventFacts, ScoringRules
+from nurture.scoring.rules import FIT, EventFacts, ScoringRules
 from nurture.scoring.schema import ENGAGEMENT_EVENTS
+from nurture.services.batches import CHUNK, chunks, one_of
 from nurture.settings import load_settings
 
 __all__ = [
+    "Ceiling",
     "ScoreBreakdown",
     "active_rules",
     "lead_score",
     "lead_scores",
     "refresh_fit",
+    "score_ceilings",
     "score_events",
     "score_unscored",
     "use_scoring_file",
 ]
 
-# Ids per IN (...): well below SQLite's and PostgreSQL's limits on bound parameters.
-CHUNK = 2000
 # Cap history is read for groups of events at most this far apart (a batch of history
 # spanning months would otherwise read every hit of its leads in those months).
 GROUP_SPAN = timedelta(days=14)
+# Groups of cap history read by one statement (SQLite allows 500 terms in a UNION).
+UNION_GROUPS = 50
 LEAD_FIELDS = (
     "email", "first_name", "last_name", "company", "title", "industry", "company_size",
     "country", "timezone", "locale", "persona", "journey_stage", "lifecycle_stage",
 )  # fmt: skip
+
+# score_ceilings: decay is bounded in steps of a quarter half-life, over 6 half-lives.
+CEILING_STEPS = 4
+CEILING_HALF_LIVES = 6
+# What summing floats in another order might differ by, and then some.
+CEILING_SLACK = 0.01
 
 SCORE_ENTRIES = cast(Table, ScoreEntry.__table__)
 
@@ -100,7 +109,7 @@ def score_events(
     Claiming (``scored_at``) and reading are one ``UPDATE ... RETURNING``, so two workers
     given the same ids score each event once. Non-human events are marked, never scored."""
     rules = rules if rules is not None else active_rules()
-    rows = [row for chunk in _chunks(sorted(set(event_ids))) for row in _claim(session, chunk, now)]
+    rows = [row for chunk in chunks(sorted(set(event_ids))) for row in _claim(session, chunk, now)]
     human = [row for row in rows if row.is_human and row.lead_id is not None]
     if human and rules.event_rules:
         messages = _message_steps(session, human)
@@ -119,15 +128,10 @@ def score_unscored(
     return score_events(session, list(session.scalars(query)), now, rules=rules)
 
 
-def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
 def _claim(session: Session, ids: Sequence[int], now: datetime) -> Sequence[Row[Any]]:
     claim = (
         update(Event)
-        .where(Event.id.in_(ids), Event.scored_at.is_(None))
+        .where(one_of(session, Event.id, ids), Event.scored_at.is_(None))
         .values(scored_at=now)
         .returning(
             Event.id,
@@ -152,9 +156,11 @@ def _message_steps(session: Session, rows: Sequence[Row[Any]]) -> dict[int, tupl
         and not ((row.data or {}).get("sequence") and (row.data or {}).get("step"))
     }
     messages: dict[int, tuple[str, str]] = {}
-    for chunk in _chunks(sorted(wanted)):
+    for chunk in chunks(sorted(wanted)):
         query = select(Message.id, Message.sequence_key, Message.step_id)
-        for message_id, sequence, step in session.execute(query.where(Message.id.in_(chunk))):
+        for message_id, sequence, step in session.execute(
+            query.where(one_of(session, Message.id, chunk))
+        ):
             messages[message_id] = (sequence, step)
     return messages
 
@@ -197,7 +203,7 @@ def _cap_history(session: Session, rules: ScoringRules, events: list[EventFacts]
             names.update(spans)
     prior: Prior = defaultdict(dict)
     seen: set[int] = set()  # an entry may lie in the windows of two groups
-    for query in _history_queries(windows, sorted(names)):
+    for query in _history_queries(session, windows, sorted(names)):
         for entry_id, lead_id, rule, at in session.execute(query):
             if entry_id not in seen:
                 seen.add(entry_id)
@@ -209,20 +215,25 @@ def _cap_history(session: Session, rules: ScoringRules, events: list[EventFacts]
 
 
 def _history_queries(
-    windows: list[tuple[datetime, datetime, int]], names: list[str]
-) -> Iterator[Select[int, int, str, datetime]]:
+    session: Session, windows: list[tuple[datetime, datetime, int]], names: list[str]
+) -> Iterator[Any]:
     """One query per group of windows close in time: live traffic is one group; a batch
-    of history spanning months is a few, so the whole ledger is not read for every batch."""
+    of history spanning months is a few, so the whole ledger is not read for every batch.
+    The groups go to the database together, UNION ALL, up to UNION_GROUPS per statement."""
     base = select(ScoreEntry.id, ScoreEntry.lead_id, ScoreEntry.rule, ScoreEntry.occurred_at)
     base = base.where(
         ScoreEntry.rule.in_(names), ScoreEntry.points != 0, ScoreEntry.event_id.is_not(None)
     )
-    for start, end, leads in _groups(sorted(windows)):
-        yield base.where(
-            ScoreEntry.lead_id.in_(sorted(leads)),
+    parts = [
+        base.where(
+            one_of(session, ScoreEntry.lead_id, sorted(leads)),
             ScoreEntry.occurred_at > start,
             ScoreEntry.occurred_at <= end,
         )
+        for start, end, leads in _groups(sorted(windows))
+    ]
+    for some in chunks(parts, UNION_GROUPS):
+        yield some[0] if len(some) == 1 else union_all(*some)
 
 
 def _groups(
@@ -299,9 +310,9 @@ def refresh_fit(
     rules = rules if rules is not None else active_rules()
     if not rules.loaded:
         return
-    for chunk in _chunks(sorted(set(lead_ids))):
+    for chunk in chunks(sorted(set(lead_ids))):
         held = _profile_held(session, chunk)
-        query = select(Lead).where(Lead.id.in_(chunk), Lead.erased_at.is_(None))
+        query = select(Lead).where(one_of(session, Lead.id, chunk), Lead.erased_at.is_(None))
         changes = [
             (lead.id, hit)
             for lead in session.scalars(query)
@@ -322,7 +333,7 @@ def _profile_held(session: Session, lead_ids: Sequence[int]) -> dict[int, dict[s
     query = (
         select(ScoreEntry.lead_id, ScoreEntry.rule, func.sum(ScoreEntry.points))
         .where(
-            ScoreEntry.lead_id.in_(lead_ids),
+            one_of(session, ScoreEntry.lead_id, lead_ids),
             ScoreEntry.event_id.is_(None),
             ScoreEntry.detail.like(f"{PROFILE}%"),
         )
@@ -351,7 +362,7 @@ def lead_scores(
     """:func:`lead_score` for many leads in a few queries (unknown ids score 0)."""
     rules = rules if rules is not None else active_rules()
     entries: dict[int, list[LedgerEntry]] = defaultdict(list)
-    for chunk in _chunks(sorted(set(lead_ids))):
+    for chunk in chunks(sorted(set(lead_ids))):
         for lead_id, entry in _ledger(session, chunk, at):
             entries[lead_id].append(entry)
         if rules.silence_rules:
@@ -360,6 +371,72 @@ def lead_scores(
     return {
         lead_id: breakdown(entries.get(lead_id, []), at, rules.half_life) for lead_id in lead_ids
     }
+
+
+class Ceiling(NamedTuple):
+    """What a lead's score can be at most: its total, and the fit rules that may hold."""
+
+    total: float
+    fit_rules: frozenset[str]
+
+
+def score_ceilings(
+    session: Session, lead_ids: Sequence[int], at: datetime, *, rules: ScoringRules | None = None
+) -> dict[int, Ceiling]:
+    """An upper bound of each lead's score at ``at`` (unknown ids: 0, no fit rule), summed
+    by the database in two queries per chunk: a lead whose ceiling misses a threshold
+    cannot reach it, so its exact score (every ledger row read and decayed here) is not
+    needed to know that.
+
+    Every positive entry counts with the largest weight decay allows for its age
+    (0.5 ** (k / CEILING_STEPS) for an age of at least k steps of the half-life); negative
+    entries and silence only lower a score; each rule's rounding to cents adds at most
+    half a cent. A fit rule may hold when the lead has a non-zero fit entry for it."""
+    rules = rules if rules is not None else active_rules()
+    weight = _ceiling_weight(at, rules.half_life)
+    positive = case((ScoreEntry.points > 0, ScoreEntry.points), else_=0.0)
+    totals: dict[int, float] = dict.fromkeys(lead_ids, 0.0)
+    fit: dict[int, set[str]] = defaultdict(set)
+    for chunk in chunks(sorted(set(lead_ids))):
+        in_chunk = (one_of(session, ScoreEntry.lead_id, chunk), ScoreEntry.occurred_at <= at)
+        query = select(
+            ScoreEntry.lead_id,
+            func.sum(positive * weight),
+            func.count(func.distinct(ScoreEntry.rule)),
+        )
+        for lead_id, total, rule_count in session.execute(
+            query.where(*in_chunk).group_by(ScoreEntry.lead_id)
+        ):
+            totals[lead_id] = float(total or 0) + 0.005 * rule_count + CEILING_SLACK
+        held = select(ScoreEntry.lead_id, ScoreEntry.rule).where(
+            *in_chunk, ScoreEntry.category == FIT, ScoreEntry.points != 0
+        )
+        for lead_id, rule in session.execute(held.distinct()):
+            fit[lead_id].add(rule)
+    return {lead_id: Ceiling(totals[lead_id], frozenset(fit[lead_id])) for lead_id in lead_ids}
+
+
+def _ceiling_weight(at: datetime, half_life: timedelta) -> Any:
+    """The weight of an entry in :func:`score_ceilings`: 1 for non-decaying entries;
+    0.5 ** (k / STEPS) for a decaying one k whole steps old, k at most STEPS * HALF_LIVES
+    (older ones count as that old): never less than its decayed value."""
+    step = half_life / CEILING_STEPS
+    last = CEILING_STEPS * CEILING_HALF_LIVES
+    # After cutoffs[k]: less than k steps old.
+    cutoffs = [at - k * step for k in range(last + 1)]
+    return case((ScoreEntry.decays.is_(False), 1.0), else_=_age_weight(cutoffs, 0, last))
+
+
+def _age_weight(cutoffs: list[datetime], low: int, high: int) -> Any:
+    """The weight of an entry between ``low`` and ``high`` steps old: a binary search on
+    its time, so each row takes a handful of comparisons, not one per step."""
+    if low == high:
+        return literal(0.5 ** (low / CEILING_STEPS))
+    middle = (low + high + 1) // 2
+    return case(
+        (ScoreEntry.occurred_at > cutoffs[middle], _age_weight(cutoffs, low, middle - 1)),
+        else_=_age_weight(cutoffs, middle, high),
+    )
 
 
 class _Entry(NamedTuple):
@@ -382,7 +459,7 @@ def _ledger(
         ScoreEntry.points,
         ScoreEntry.decays,
         ScoreEntry.occurred_at,
-    ).where(ScoreEntry.lead_id.in_(lead_ids), ScoreEntry.occurred_at <= at)
+    ).where(one_of(session, ScoreEntry.lead_id, lead_ids), ScoreEntry.occurred_at <= at)
     for lead_id, rule, category, points, decays, occurred_at in session.execute(query):
         yield lead_id, _Entry(rule, category, points, decays, occurred_at)
 
@@ -402,7 +479,7 @@ def _silence(
         .correlate(Lead)
         .scalar_subquery()
     )
-    query = select(Lead.id, Lead.created_at, last).where(Lead.id.in_(lead_ids))
+    query = select(Lead.id, Lead.created_at, last).where(one_of(session, Lead.id, lead_ids))
     for lead_id, created_at, last_engagement in session.execute(query):
         for hit in silence_hits(rules, _aware(last_engagement), created_at, at):
             yield lead_id, hit

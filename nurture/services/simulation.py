@@ -88,7 +88,7 @@ def _next_due(rt: Runtime, now: datetime) -> datetime | None:
 def _message_statuses(rt: Runtime) -> Counter[str]:
     with rt.sessions() as session:
         rows = session.execute(select(Message.status, func.count()).group_by(Message.status))
-        return Counter({status: count for status, count in rows.tuples()})
+        return Counter({status: count for status, count in rows})
 
 
 def deferral_reasons(rt: Runtime) -> Counter[tuple[str, str]]:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from nurture.bootstrap import Runtime
 from nurture.services.advance import BatchReport, process_claims
 from nurture.services.lifecycle import funnel_pass
+from nurture.services.pipeline import sweep_unscored
 from nurture.services.scheduler import Claim, claim_due
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def tick(
     """One embedded pass: claim due enrollments batch by batch and advance them in-process;
     ``should_stop`` is asked between batches (a claimed batch is always finished)."""
     report = BatchReport()
+    sweep_unscored(rt.sessions, now)  # the engine's bounces of earlier passes, lost events
     funnel_pass(rt, now)  # cool-downs ending (their leads are due below), SLAs, webhooks
     for _ in range(MAX_BATCHES_PER_TICK):
         if should_stop():
@@ -46,6 +48,7 @@ def dispatch_due(rt: Runtime, now: datetime, send: Callable[[list[Claim]], None]
     """One distributed pass: claim due enrollments and hand each batch to ``send`` (a Celery
     task); returns how many were claimed. Workers advance them."""
     claimed = 0
+    sweep_unscored(rt.sessions, now)  # the engine's bounces, lost events: a bounded batch
     funnel_pass(rt, now)  # cool-downs ending, SLAs, webhooks: light work, done by beat's tick
     for _ in range(MAX_BATCHES_PER_TICK):
         claims = _claim(rt, now)

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.db.models import Event, Lead, Link, Message, ScoreEntry, Suppression
+from nurture.db.models import Enrollment, Event, Lead, Link, Message, ScoreEntry, Suppression
 from nurture.db.session import transaction
 from nurture.services.events import insert_ignoring_conflicts
 from nurture.tracking.bots import BotRules, Hit, burst_members, judge_click, judge_open
@@ -43,6 +43,8 @@ from nurture.tracking.links import TrackedLink
 
 # Enough of a user agent to recognise it; some are kilobytes of junk.
 MAX_USER_AGENT = 300
+# The engine's own reason for leaving on a suppression ("suppressed: <reason>").
+UNSUBSCRIBED_EXIT = "suppressed: unsubscribed"
 
 _MESSAGE_COLUMNS = (
     Message.id,
@@ -140,14 +142,17 @@ class HitStore:
             yield conn
 
     def unsubscribe(self, message_id: int, at: datetime) -> UnsubscribeResult | None:
-        """Suppress the address the message went to and record ``unsubscribed``
-        (idempotent); None if no such message."""
+        """Suppress the address the message went to, record ``unsubscribed`` and end the
+        lead's active enrollments (idempotent); None if no such message."""
         with self.writing() as conn:
             message = _message(conn, message_id)
             if message is None:
                 return None
             if message.erased:  # a hashed suppression already covers the address
                 return UnsubscribeResult("", None)
+            # Enrollment first, then suppression: the order the engine takes them in (a
+            # bounce), so the two never wait on each other.
+            exit_unsubscribed(conn, message.lead_id, at)
             email = message.to_email.lower()
             suppression = {"email": email, "reason": "unsubscribed", "created_at": at}
             suppression["detail"] = f"message {message_id}"
@@ -164,6 +169,28 @@ class HitStore:
         if message is None:
             return None
         return "" if message.erased else message.to_email
+
+
+def exit_unsubscribed(conn: Connection, lead_id: int, at: datetime) -> int:
+    """End the lead's active enrollments now, so no screen shows it still nurtured; returns
+    how many. One claimed by a sending worker (mid-send) is left to the engine, which exits
+    it on its next decision: a conditional update never overwrites the worker's outcome."""
+    result = conn.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.lead_id == lead_id,
+            Enrollment.status == "active",
+            Enrollment.claim_token.is_(None),
+        )
+        .values(
+            status="exited",
+            exit_reason=UNSUBSCRIBED_EXIT,
+            exited_at=at,
+            next_run_at=None,
+            claimed_until=None,
+        )
+    )
+    return int(result.rowcount or 0)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Rewriting the links of a rendered email for click tracking, with UTM parameters and an
 open pixel. Pure: the same input always gives the same output, and nothing is stored here.
 
-The HTML is never re-serialized: the parser only finds where each ``<a href>`` value sits
-in the source, and exactly those characters are replaced. Everything else stays byte for
-byte as the template rendered it.
+The HTML is never re-serialized: one regular expression finds where each ``<a href>`` value
+sits in the source, and exactly those characters are replaced. Everything else stays byte for
+byte as the template rendered it. (The HTML comes from our own templates, with lead data
+autoescaped, so a tag's quoted values are well formed. An ``<a>`` inside a comment, such as
+Outlook's ``<!--[if mso]>`` blocks, is rewritten too: a mail client that renders it is
+following a link we send.)
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import html as html_lib
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode
 
 from nurture.settings import Settings
@@ -22,9 +25,15 @@ from nurture.tokens import click_url, open_url
 _TEXT_URL = re.compile(r"""https?://[^\s<>"'`]+""", re.IGNORECASE)
 # Punctuation that usually ends a sentence rather than a URL.
 _TRAILING = ".,;:!?"
-_TAG_NAME = re.compile(r"<[a-zA-Z][^\s/>]*")
-# An attribute inside a start tag, as html.parser reads it: name, then an optional value.
-_ATTRIBUTE = re.compile(r"""([^\s/>"'=][^\s/>=]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?""")
+# The href value of an <a> start tag (the first href, as a browser reads it). Earlier
+# attributes are skipped a character or a whole quoted value at a time, so text inside a
+# quoted value never counts as an attribute; every alternative starts with a different
+# character, so matching stays linear. Not data-href, hreflang, <abbr> or </a>.
+_A_HREF = re.compile(
+    r"""<a(?=[\s/>])(?:[^>"']|"[^"]*"|'[^']*')*?(?<=[\s"'/])href\s*=\s*"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^\s>"'][^\s>]*)""",
+    re.IGNORECASE,
+)
 # The tracking endpoints of the web app: links to these are never rewritten.
 OWN_PATHS = ("/u/", "/o/", "/c/")
 
@@ -74,10 +83,17 @@ def track(html: str, text: str, tracking: Tracking) -> TrackedBody:
 
 def add_utm(url: str, params: Mapping[str, str]) -> str:
     """``url`` with the UTM parameters it lacks; those it has are kept as they are."""
+    return _add_utm(url, tuple(params.items()))
+
+
+# A template's links and a step's parameters are the same for every lead: parsing and
+# encoding them once per distinct pair saves a third of the link rewriting.
+@lru_cache(maxsize=4096)
+def _add_utm(url: str, params: tuple[tuple[str, str], ...]) -> str:
     base, hash_mark, fragment = url.partition("#")
     path, _, query = base.partition("?")
     present = {name.lower() for name, _ in parse_qsl(query, keep_blank_values=True)}
-    extra = [(name, value) for name, value in params.items() if value and name not in present]
+    extra = [(name, value) for name, value in params if value and name not in present]
     if not extra:
         return url
     addition = urlencode(extra, quote_via=quote)
@@ -116,15 +132,15 @@ def _target(url: str, tracking: Tracking, positions: dict[str, int]) -> str:
 
 
 def _rewrite_html(html: str, tracking: Tracking, positions: dict[str, int]) -> str:
-    finder = _HrefFinder(html)
     pieces: list[str] = []
     done = 0
-    for start, end, url in finder.spans():
+    for match in _A_HREF.finditer(html):
+        url = html_lib.unescape(_unquote(match.group("value"))).strip()
         if not is_trackable(url, tracking):
             continue
         target = _target(url, tracking, positions)
-        pieces += [html[done:start], '"', html_lib.escape(target, quote=True), '"']
-        done = end
+        pieces += [html[done : match.start("value")], '"', html_lib.escape(target, quote=True), '"']
+        done = match.end("value")
     pieces.append(html[done:])
     return "".join(pieces)
 
@@ -145,50 +161,6 @@ def _trim(url: str) -> str:
     while url and (url[-1] in _TRAILING or (url[-1] == ")" and url.count(")") > url.count("("))):
         url = url[:-1]
     return url
-
-
-class _HrefFinder(HTMLParser):
-    """Finds where the href value of each ``<a>`` start tag sits in the source."""
-
-    def __init__(self, source: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self._source = source
-        self._line_starts = [0] + [m.end() for m in re.finditer("\n", source)]
-        self._found: list[tuple[int, int, str]] = []
-
-    def spans(self) -> list[tuple[int, int, str]]:
-        """(start, end, unescaped URL) of each href value, quotes included, in order."""
-        self.feed(self._source)
-        self.close()
-        return self._found
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag != "a":
-            return
-        href = next((value for name, value in attrs if name == "href"), None)
-        raw = self.get_starttag_text()
-        if href is None or raw is None:
-            return
-        line, column = self.getpos()
-        start = self._line_starts[line - 1] + column
-        if self._source[start : start + len(raw)] != raw:
-            return  # never guess: a link we cannot place is left as it is
-        span = _href_span(raw)
-        if span and html_lib.unescape(_unquote(raw[span[0] : span[1]])) == href:
-            self._found.append((start + span[0], start + span[1], href.strip()))
-
-
-def _href_span(raw_tag: str) -> tuple[int, int] | None:
-    """Where the first href value sits in a raw start tag (quotes included)."""
-    name = _TAG_NAME.match(raw_tag)
-    if name is None:
-        return None
-    for match in _ATTRIBUTE.finditer(raw_tag, name.end()):
-        if match.group(1).lower() == "href" and match.group(2) is not None:
-            return match.start(2), match.end(2)
-        if match.group(1).lower() == "href":
-            return None
-    return None
 
 
 def _unquote(value: str) -> str:
