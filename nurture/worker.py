@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from nurture.bootstrap import Runtime, build_runtime
 from nurture.db.session import transaction
 from nurture.services.advance import process_claims
+from nurture.services.lifecycle import deliver_notifications
 from nurture.services.pipeline import process_events
 from nurture.services.scheduler import Claim
 from nurture.services.ticks import dispatch_due
@@ -45,6 +46,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             "nurture.advance": {"queue": SEND_QUEUE},
             "nurture.tick": {"queue": DEFAULT_QUEUE},
+            "nurture.handoffs.*": {"queue": DEFAULT_QUEUE},
             "nurture.events.*": {"queue": EVENTS_QUEUE},
         },
         beat_schedule={
@@ -82,7 +84,16 @@ def tick_task() -> int:
     claimed = dispatch_due(runtime(), datetime.now(UTC), _dispatch)
     if claimed:
         log.info("tick: dispatched %d enrollments", claimed)
+    # Webhooks POST to outside receivers: never inline in the tick (a slow one delays it).
+    deliver_handoffs_task.delay()
     return claimed
+
+
+@app.task(name="nurture.handoffs.deliver", ignore_result=True)
+def deliver_handoffs_task() -> int:
+    """Deliver due hand-off webhooks (a bounded batch; the rest on the next tick)."""
+    report = deliver_notifications(runtime(), datetime.now(UTC))
+    return report.delivered
 
 
 def _dispatch(claims: list[Claim]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
+import shutil
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from nurture.cli import app
+from nurture.settings import Settings
+from nurture.tokens import BadToken, link_of, verify
 
 GOOD = Path(__file__).parent / "fixtures" / "authoring" / "good"
 runner = CliRunner()
@@ -147,3 +151,56 @@ def test_preview_checks_the_lead_file_like_an_import(tmp_path: Path) -> None:
     result = preview(tmp_path, "finance-awareness", "welcome", "--lead", str(lead))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "finance-awareness" / "welcome.ko-KR" / "subject.txt").exists()
+
+
+GUIDE = "https://docs.example.com/guide"
+
+
+def _linked_templates(tmp_path: Path) -> Path:
+    """The good fixtures, with a link in the welcome email (HTML and text)."""
+    root = tmp_path / "good"
+    shutil.copytree(GOOD, root)
+    welcome = root / "templates" / "finance_leader" / "awareness" / "welcome"
+    for suffix, link in (("html", f'<a href="{GUIDE}">guide</a>'), ("txt", GUIDE)):
+        path = welcome.with_suffix(f".{suffix}")
+        path.write_text(path.read_text().replace("with Nurture.", f"with Nurture. {link}"))
+    return root
+
+
+def _preview_in(root: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Result:
+    folders = ["--sequences", str(root / "sequences"), "--templates", str(root / "templates")]
+    args = ["preview", "finance-awareness", "welcome", *folders, "--out", str(tmp_path / "out")]
+    return runner.invoke(app, args, env=env)
+
+
+def test_preview_eml_is_what_the_engine_sends(tmp_path: Path) -> None:
+    result = _preview_in(_linked_templates(tmp_path), tmp_path)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / "finance-awareness" / "welcome"
+    message = parse(folder / "message.eml")
+    html, text = message.get_body(("html",)), message.get_body(("plain",))
+    assert html is not None and text is not None
+    clicks = re.findall(r"http://127\.0\.0\.1:8000/c/[\w.-]+", text.get_content())
+    assert len(clicks) == 1 and f'href="{clicks[0]}"' in html.get_content()
+    token = clicks[0].rsplit("/", 1)[1]
+    assert verify(Settings().secret_key, "click", token) == {"m": 0, "l": 1}
+    with pytest.raises(BadToken):  # a preview token names no message: the click gets 404
+        link_of(Settings().secret_key, token)
+    assert GUIDE not in text.get_content()
+    assert '<img src="http://127.0.0.1:8000/o/' in html.get_content()  # the open pixel
+    assert clicks[0] in (folder / "body.txt").read_text(encoding="utf-8")
+    # Where the tracked link goes, with its UTM tags, is shown to the marketer.
+    utm = "utm_source=nurture&utm_medium=email&utm_campaign=finance-awareness&utm_content=welcome"
+    assert f"link 1: {GUIDE}?{utm}" in result.output
+
+
+def test_preview_without_click_tracking_shows_utm_in_the_links(tmp_path: Path) -> None:
+    env = {"NURTURE_TRACK_CLICKS": "false", "NURTURE_TRACK_OPENS": "false"}
+    result = _preview_in(_linked_templates(tmp_path), tmp_path, env)
+    assert result.exit_code == 0, result.output
+    message = parse(tmp_path / "out" / "finance-awareness" / "welcome" / "message.eml")
+    html, text = message.get_body(("html",)), message.get_body(("plain",))
+    assert html is not None and text is not None
+    assert f"{GUIDE}?utm_source=nurture&utm_medium=email" in text.get_content()
+    assert f'href="{GUIDE}?utm_source=nurture&amp;utm_medium=email' in html.get_content()
+    assert "/c/" not in text.get_content() and "/o/" not in html.get_content()

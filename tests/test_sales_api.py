@@ -82,13 +82,14 @@ def test_decisions_missing_what_they_need_are_refused(rt: Runtime, client: TestC
     partial = decide(client, lead_id, decision="qualify", bant={"budget": "50k", "need": " "})
     assert partial.status_code == 422
     (error,) = partial.json()["detail"]
-    assert error["loc"] == ["body", "bant"]
+    assert error["loc"] == ["body", "bant"] and error["field"] == "bant"
     assert error["msg"] == "qualify needs BANT answers for authority, need, timeline"
     unknown = decide(client, lead_id, decision="reject", reason_code="bored")
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["msg"] == "unknown reject reason 'bored' (no_budget, timing)"
     no_reason = decide(client, lead_id, decision="reject")
     assert no_reason.json()["detail"][0]["loc"] == ["body", "reason_code"]
+    assert no_reason.json()["detail"][0]["field"] == "reason_code"
     bad = decide(client, lead_id, decision="promote")
     assert bad.status_code == 422
     assert lead(rt, lead_id).lifecycle_stage == "mql" and len(history(rt, lead_id)) == 1
@@ -153,3 +154,24 @@ def test_sales_commands(rt: Runtime, db_url: str, monkeypatch: pytest.MonkeyPatc
     assert [h["to"] for h in found["stage_history"]] == ["mql", "sal", "recycled"]
     assert "recycled (timing): silent until 2026-04-01" in shown.output
     assert path(rt, lead_id) == ["lead", "mql", "sal", "recycled"]
+
+
+def test_status_shows_a_trigger_blocked_by_an_exclusion(
+    rt: Runtime, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    lead_id = add_lead(rt, "solo@acme.example", enrolled=False, company_size=2)
+    behave(rt, lead_id, "demo_requested", MONDAY)
+    assert lead(rt, lead_id).lifecycle_stage == "lead"  # the exclusion stopped the trigger
+    runner = CliRunner()
+    with freeze_time(MONDAY + timedelta(hours=1)):
+        as_json = runner.invoke(cli, ["sales", "status", "solo@acme.example", "--json"])
+        shown = runner.invoke(cli, ["sales", "status", "solo@acme.example"])
+    assert shown.exit_code == 0, shown.output
+    triggers = json.loads(as_json.output)["assessment"]["fast_track"]
+    demo = next(t for t in triggers if t["name"] == "demo-request")
+    assert demo["fired"] and demo["blocked_by"] == "sole-trader"
+    assert "fast track demo-request: blocked by exclusion sole-trader" in shown.output
+    assert "fired" not in shown.output
+    assert "fast-track events count since entering the current stage" in shown.output

@@ -83,14 +83,14 @@ def test_lead_show_prints_a_breakdown_that_adds_up(lead_with_history: int) -> No
     assert f"{EMAIL}  (lead {lead_with_history}) Julia Young" in out
     assert "lifecycle: lead  journey: awareness" in out
     assert "enrollment: finance-leader-decision v3, step demo (active, next run" in out
-    # fit 75, pricing 10 -> 5 after one half-life, demo 30 * 0.5 ** (10/90)
+    # fit 43, pricing 10 -> 5 after one half-life, demo 30 * 0.5 ** (10/90)
     demo = round(30 * 0.5 ** (10 / 90), 2)
-    total = Decimal("80") + Decimal(str(demo))
-    assert f"fit 75 + engagement {5 + demo:g} + negative 0 = total {total}" in out
+    total = Decimal("48") + Decimal(str(demo))
+    assert f"fit 43 + engagement {5 + demo:g} + negative 0 = total {total}" in out
     rows = dict(
         re.findall(r"│ ([a-z_]+) +│ (?:fit|engagement|negative) +│ +\d+ │ +([-\d.]+) │", out)
     )
-    assert rows["decision_maker"] == "15" and rows["pricing_page_visit"] == "5"
+    assert rows["decision_maker"] == "10" and rows["pricing_page_visit"] == "5"
     assert sum(Decimal(v) for v in rows.values()) == total
     assert re.search(rf"│ total +│ +│ +│ +{total} │", out)
 

@@ -22,12 +22,14 @@ from jinja2 import (
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
+    meta,
     nodes,
 )
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from nurture.authoring.problems import Problem
+from nurture.tracking.links import template_urls
 
 if TYPE_CHECKING:
     from nurture.db.models import Lead
@@ -97,6 +99,9 @@ class RenderedEmail:
     text: str
     html_file: str
     text_file: str
+    # The URLs written literally in the template files (and the layouts, includes and
+    # macros they use): the only links click tracking may rewrite.
+    template_urls: frozenset[str] = frozenset()
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -138,6 +143,8 @@ class TemplateRenderer:
         self.text_env = make_environment(loader, html=False)
         # Compiling a subject costs ten times rendering it; every lead of a step has the same.
         self._subjects: dict[str, Template] = {}
+        # The literal URLs of each template file, computed once per file.
+        self._urls: dict[str, frozenset[str]] = {}
 
     def candidates(self, name: str, locale: str, suffix: str) -> list[str]:
         """Files tried for a template, best first: ``name.ko-KR.html``, ``name.ko.html``,
@@ -169,7 +176,16 @@ class TemplateRenderer:
             text=self._render(self.text_env, text_file, context),
             html_file=self.path_of(html_file),
             text_file=self.path_of(text_file),
+            template_urls=self.literal_urls(html_file) | self.literal_urls(text_file),
         )
+
+    def literal_urls(self, name: str) -> frozenset[str]:
+        """The URLs written literally in a template file and the templates it extends,
+        includes or imports (not those an expression builds); cached per file."""
+        urls = self._urls.get(name)
+        if urls is None:
+            urls = self._urls[name] = frozenset(_literal_urls(self.text_env, name))
+        return urls
 
     def render_subject(self, subject: str, context: Mapping[str, Any]) -> str:
         """The subject line on one line: lead data cannot inject a header with CR/LF."""
@@ -205,6 +221,31 @@ class TemplateRenderer:
             return env.get_template(name).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, self.path_of(name), self.templates_dir) from exc
+
+
+def _literal_urls(env: ImmutableSandboxedEnvironment, name: str) -> set[str]:
+    """URLs in the literal text and string constants of ``name`` and of every template it
+    names with a constant (a computed name is not followed: its links are not tracked)."""
+    urls: set[str] = set()
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            source = env.loader.get_source(env, current)[0] if env.loader else ""
+            tree = env.parse(source)
+        except Exception:  # rendering reports the problem with its file:line
+            continue
+        for data in tree.find_all(nodes.TemplateData):
+            urls |= template_urls(data.data)
+        for const in tree.find_all(nodes.Const):
+            if isinstance(const.value, str):
+                urls |= template_urls(const.value)
+        todo += [n for n in meta.find_referenced_templates(tree) if n is not None]
+    return urls
 
 
 def locale_chain(locale: str) -> list[str]:

@@ -18,18 +18,18 @@ from nurture.authoring.problems import Problem, display_path
 from nurture.authoring.schema import SequenceSpec, Step
 from nurture.authoring.templates import (
     LEAD_FIELDS,
-    RenderedEmail,
     TemplateProblem,
     TemplateRenderer,
-    build_context,
     sample_lead,
 )
 from nurture.authoring.validate import ValidationReport, validate_paths
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
-from nurture.delivery.mime import OutgoingEmail, build_message, make_message_id, serialize
+from nurture.core.engine import SendEmail
+from nurture.delivery.mime import OutgoingEmail, build_message, serialize
 from nurture.leads.schema import LeadIn, field_errors, match_persona
+from nurture.services.sending import PendingSend, compose_email
 from nurture.settings import Settings, load_settings
-from nurture.tokens import unsubscribe_url
+from nurture.tracking.links import TrackedLink
 
 console = Console()
 
@@ -110,11 +110,11 @@ def preview(
     choice = PreviewChoice(lead_file, persona, locale, settings.default_locale)
     lead_data = _preview_lead(spec, choice)
     chosen_locale = str(lead_data["locale"])
-    rendered, raw = _render(settings, spec, email_step, lead_data, chosen_locale, templates)
+    composed = _render(settings, spec, email_step, lead_data, chosen_locale, templates)
     suffix = "" if chosen_locale == settings.default_locale else f".{chosen_locale}"
     folder = out / spec.key / f"{email_step.id}{suffix}"
-    written = _write(folder, rendered, raw)
-    _show(rendered, written, lead_data)
+    written = _write(folder, composed)
+    _show(composed, written, lead_data)
     typer.echo(f"preview written to {display_path(folder.resolve())}")
 
 
@@ -245,6 +245,18 @@ def _audience_persona(spec: SequenceSpec, lead: dict[str, Any], choice: PreviewC
     return persona
 
 
+@dataclass(frozen=True)
+class PreviewEmail:
+    """What ``nurture preview`` writes: the email as the engine composes it, its raw bytes,
+    the links it tracks and the template files it came from."""
+
+    email: OutgoingEmail
+    raw: bytes
+    links: tuple[TrackedLink, ...]
+    html_file: str
+    text_file: str
+
+
 def _render(
     settings: Settings,
     spec: SequenceSpec,
@@ -252,52 +264,30 @@ def _render(
     lead: dict[str, Any],
     locale: str,
     templates: Path | None,
-) -> tuple[RenderedEmail, bytes]:
+) -> PreviewEmail:
+    """The email exactly as the engine would send it (links, UTM, pixel), for message id 0:
+    its tokens name no message, so the web app answers 404 to them. Nothing is stored."""
     assert step.email is not None
-    url = unsubscribe_url(settings.base_url, settings.secret_key, 0)
-    context = build_context(
-        lead, settings.sender_name, settings.sender_email, url, spec.key, spec.name, step.id
-    )
     template, subject = step.email.for_locale(locale)
     renderer = TemplateRenderer(templates or settings.templates_dir, settings.default_locale)
+    decision = SendEmail(step.id, template, subject, locale, next_step=None)
+    pending = PendingSend(0, 0, decision, lead, spec.key, spec.name)
+    prefix = f"preview.{spec.key}.{step.id}"
     try:
-        rendered = renderer.render_email(template, subject, locale, context)
-        raw = serialize(build_message(_outgoing(settings, spec, step, lead, rendered, url)))
+        email, links = compose_email(
+            settings, renderer, pending, datetime.now(UTC), message_id_prefix=prefix
+        )
+        raw = serialize(build_message(email))
     except TemplateProblem as exc:
         _fail(str(exc.to_problem().relative_to(Path.cwd())))
     except ValueError as exc:  # the message cannot be built, e.g. a bad lead address
         _fail(f"cannot build the message: {exc}")
-    return rendered, raw
+    html_file = renderer.path_of(renderer.find(template, locale, "html") or "")
+    text_file = renderer.path_of(renderer.find(template, locale, "txt") or "")
+    return PreviewEmail(email, raw, links, html_file, text_file)
 
 
-def _outgoing(
-    settings: Settings,
-    spec: SequenceSpec,
-    step: Step,
-    lead: dict[str, Any],
-    rendered: RenderedEmail,
-    url: str,
-) -> OutgoingEmail:
-    domain = settings.sender_email.rpartition("@")[2] or "nurture.example"
-    name = f"{lead.get('first_name') or ''} {lead.get('last_name') or ''}".strip()
-    return OutgoingEmail(
-        to_email=str(lead.get("email") or ""),
-        to_name=" ".join(name.split()),
-        from_email=settings.sender_email,
-        from_name=settings.sender_name,
-        reply_to=settings.reply_to,
-        subject=rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
-        message_id=make_message_id(f"preview.{spec.key}.{step.id}", domain),
-        unsubscribe_url=url,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
-        headers=(("X-Nurture-Sequence", spec.key), ("X-Nurture-Step", step.id)),
-        date=datetime.now(UTC),
-    )
-
-
-def _write(folder: Path, rendered: RenderedEmail, raw: bytes) -> dict[str, Path]:
+def _write(folder: Path, preview: PreviewEmail) -> dict[str, Path]:
     files = {
         "subject": folder / "subject.txt",
         "html": folder / "body.html",
@@ -306,24 +296,27 @@ def _write(folder: Path, rendered: RenderedEmail, raw: bytes) -> dict[str, Path]
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        files["subject"].write_text(rendered.subject + "\n", encoding="utf-8")
-        files["html"].write_text(rendered.html, encoding="utf-8")
-        files["text"].write_text(rendered.text, encoding="utf-8")
-        files["eml"].write_bytes(raw)
+        files["subject"].write_text(preview.email.subject + "\n", encoding="utf-8")
+        files["html"].write_text(preview.email.html, encoding="utf-8")
+        files["text"].write_text(preview.email.text, encoding="utf-8")
+        files["eml"].write_bytes(preview.raw)
     except OSError as exc:
         _fail(f"cannot write the preview to {folder}: {exc.strerror}")
     return files
 
 
-def _show(rendered: RenderedEmail, files: dict[str, Path], lead: dict[str, Any]) -> None:
-    table = Table(title=f"Preview: {rendered.subject}", show_lines=False)
+def _show(preview: PreviewEmail, files: dict[str, Path], lead: dict[str, Any]) -> None:
+    table = Table(title=f"Preview: {preview.email.subject}", show_lines=False)
     table.add_column("part")
     table.add_column("file", overflow="fold")
     table.add_column("from", overflow="fold")
     table.add_row("subject", display_path(files["subject"].resolve()), "sequence YAML")
-    table.add_row("html", display_path(files["html"].resolve()), display_path(rendered.html_file))
-    table.add_row("text", display_path(files["text"].resolve()), display_path(rendered.text_file))
+    table.add_row("html", display_path(files["html"].resolve()), display_path(preview.html_file))
+    table.add_row("text", display_path(files["text"].resolve()), display_path(preview.text_file))
     table.add_row("message", display_path(files["eml"].resolve()), "nurture.delivery.mime")
     console.print(table)
     who = f"{lead.get('persona')}/{lead.get('journey_stage')}, locale {lead.get('locale')}"
     console.print(f"lead: {lead.get('email')} ({who})", markup=False, highlight=False)
+    # Where each tracked link goes, UTM tags included; unwrapped, so a URL can be copied.
+    for link in preview.links:
+        typer.echo(f"link {link.position}: {link.url}")

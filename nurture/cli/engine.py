@@ -23,7 +23,12 @@ from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
 from nurture.db.models import Message
 from nurture.services.advance import BatchReport
-from nurture.services.simulation import SimulationReport, deferral_reasons, simulate
+from nurture.services.simulation import (
+    SimulationReport,
+    deferral_reasons,
+    funnel_summary,
+    simulate,
+)
 from nurture.services.ticks import tick as run_tick
 from nurture.settings import load_settings, require_secret_key
 
@@ -100,10 +105,24 @@ def _print_simulation(rt: Runtime, report: SimulationReport, outbox: Path, secon
     for (sequence, reason), count in sorted(report.batches.finished.items()):
         finished.add_row(sequence, reason, str(count))
     console.print(finished)
+    _print_funnel(rt, report)
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_status.items()))
     emls = len(list(outbox.glob("*.eml"))) if outbox.exists() else 0
     console.print(f"messages by status: {statuses}")
     console.print(f"[bold]{emls} emails written to {outbox}/[/]")
+
+
+def _print_funnel(rt: Runtime, report: SimulationReport) -> None:
+    stages, changes = funnel_summary(rt)
+    table = Table(title="The funnel: stage changes (scores and triggers from the engagement)")
+    for col in ("from", "to", "why", "leads"):
+        table.add_column(col)
+    for (before, after, why), count in sorted(changes.items()):
+        table.add_row(before, after, why, str(count))
+    console.print(table)
+    console.print(
+        "leads by lifecycle stage: " + ", ".join(f"{k} {v}" for k, v in sorted(stages.items()))
+    )
 
 
 def _print_sent(report: BatchReport) -> None:

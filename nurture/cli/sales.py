@@ -183,15 +183,29 @@ def _print_status(found: dict[str, Any]) -> None:
     for rule in assessment.get("mql_rules", []):
         mark = "[green]holds[/]" if rule["holds"] else "no"
         console.print(f"MQL rule {rule['name']}: {mark} ({escape(rule['why'])})")
+    since = assessment.get("triggers_counted_since")
+    if assessment.get("fast_track"):
+        start = f" ({show_time(since)})" if since else ""
+        console.print(f"fast-track events count since entering the current stage{start}")
     for trigger in assessment.get("fast_track", []):
-        mark = "[green]fired[/]" if trigger["fired"] else "no"
-        console.print(f"fast track {trigger['name']}: {mark} ({escape(trigger['why'])})")
+        console.print(
+            f"fast track {trigger['name']}: {_trigger_mark(trigger)} ({escape(trigger['why'])})"
+        )
     for handoff in found["handoffs"]:
         console.print(
             f"open hand-off #{handoff['id']} ({handoff['kind']}, {handoff['priority']}): "
             f"due {show_time(handoff['due_at']) or '-'}, owner {escape(handoff['owner'] or '-')}"
         )
     _print_history(found["stage_history"])
+
+
+def _trigger_mark(trigger: dict[str, Any]) -> str:
+    """What a trigger did: fired, or fired but blocked (nothing happened), or no."""
+    if not trigger["fired"]:
+        return "no"
+    if trigger.get("blocked_by"):
+        return f"[red]blocked by exclusion {escape(trigger['blocked_by'])}[/]"
+    return "[green]fired[/]"
 
 
 def _print_history(history: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
+from datetime import UTC, datetime
 
 SIGNATURE_HEADER = "X-Nurture-Signature"
 TIMESTAMP_HEADER = "X-Nurture-Timestamp"
@@ -43,15 +43,17 @@ def verify(
     body: bytes,
     timestamp: str,
     sent_signature: str,
-    now: datetime,
+    now: datetime | None = None,
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
 ) -> bool:
     """True if ``sent_signature`` signs ``body`` at ``timestamp`` and the timestamp is
-    recent (what a receiver runs; the comparison takes constant time)."""
+    within ``tolerance_seconds`` of ``now`` (default: the current time); what a receiver
+    runs, the comparison takes constant time."""
     try:
         sent_at = int(timestamp)
     except ValueError:
         return False
+    now = now if now is not None else datetime.now(UTC)
     if abs(now.timestamp() - sent_at) > tolerance_seconds:
         return False
     return hmac.compare_digest(signature(secret, sent_at, body), sent_signature.strip())

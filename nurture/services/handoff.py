@@ -43,7 +43,14 @@ log = logging.getLogger(__name__)
 NOTIFY_KINDS = ("mql", "fast_track")
 # A claimed delivery whose process vanished is tried again after this lease.
 CLAIM_LEASE = timedelta(minutes=5)
-DELIVERIES_PER_PASS = 200
+# One pass delivers at most this many, for at most this long (the rest wait for the next
+# pass): POSTs run inline, and a slow receiver must not hold up sending.
+DELIVERIES_PER_PASS = 20
+PASS_SECONDS = 5.0
+NO_SECRET = (
+    "NURTURE_WEBHOOK_SECRET is not set: hand-off webhooks are never sent unsigned "
+    "(set it, or remove the webhook targets)"
+)
 # Receiver answers worth retrying; any other 4xx means the request itself is refused.
 RETRYABLE_CODES = frozenset({408, 409, 425, 429})
 USER_AGENT = "Nurture-Webhook/1"
@@ -61,6 +68,7 @@ CONTENT_EVENTS = (
 )
 
 Poster = Callable[[str, bytes, dict[str, str], float], tuple[int | None, str]]
+Clock = Callable[[], datetime]
 
 
 # -- hand-offs ----------------------------------------------------------------------------
@@ -314,21 +322,26 @@ def slack_message(event: str, document: dict[str, Any]) -> dict[str, Any]:
     lead = document.get("lead", {})
     handoff = document.get("handoff", {})
     who = " ".join(p for p in (lead.get("first_name"), lead.get("last_name")) if p)
-    who = who or lead.get("email", "a lead")
-    company = f" ({lead['company']})" if lead.get("company") else ""
+    who = slack_escape(who or lead.get("email") or "a lead")
+    company = f" ({slack_escape(lead['company'])})" if lead.get("company") else ""
     headline = _headline(event, handoff, f"{who}{company}")
     why = document.get("why", {})
     score = why.get("score", {}) or {}
-    lines = [f"*Why:* {why.get('reason', '')}"]
+    lines = [f"*Why:* {slack_escape(why.get('reason', ''))}"]
     if score:
         lines.append(
             f"*Score:* {score.get('total')} (fit {score.get('fit')}, "
             f"engagement {score.get('engagement')})"
         )
     if handoff.get("due_at"):
-        lines.append(f"*Due:* {handoff['due_at']}  *Owner:* {handoff.get('owner') or 'unassigned'}")
+        owner = slack_escape(handoff.get("owner") or "unassigned")
+        lines.append(f"*Due:* {handoff['due_at']}  *Owner:* {owner}")
     content = document.get("engaged_content", [])[:3]
-    lines += [f"- {c['type']}: {c['title'] or c['url']}" for c in content if c["title"] or c["url"]]
+    lines += [
+        f"- {c['type']}: {slack_escape(c['title'] or c['url'])}"
+        for c in content
+        if c["title"] or c["url"]
+    ]
     return {
         "text": headline,
         "blocks": [
@@ -336,6 +349,12 @@ def slack_message(event: str, document: dict[str, Any]) -> dict[str, Any]:
             {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}},
         ],
     }
+
+
+def slack_escape(text: str) -> str:
+    """Lead-supplied text made inert in Slack mrkdwn: ``&``, ``<`` and ``>`` escaped as
+    Slack asks (so ``<!channel>`` in a name is shown, not a ping of the channel)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _headline(event: str, handoff: dict[str, Any], who: str) -> str:
@@ -365,6 +384,7 @@ class _Claimed:
     event: str
     payload: dict[str, Any]
     attempt: int
+    kind: str = "webhook"
 
 
 def deliver_due(
@@ -375,23 +395,67 @@ def deliver_due(
     max_attempts: int,
     post: Poster | None = None,
     limit: int = DELIVERIES_PER_PASS,
+    budget_seconds: float = PASS_SECONDS,
+    clock: Clock | None = None,
 ) -> DeliveryReport:
-    """Claim due deliveries, POST them (outside any transaction), record every attempt."""
+    """Claim due deliveries, POST them (outside any transaction), record every attempt.
+    At most ``limit`` per pass, and none started after ``budget_seconds``: the rest are
+    released for the next pass. Each POST is signed at ``clock()`` when it is sent (by
+    default ``now`` plus the time the pass has taken)."""
     report = DeliveryReport()
+    started = time.monotonic()
+    clock = clock or (lambda: now + timedelta(seconds=time.monotonic() - started))
     token, claimed = _claim(sessions, now, limit)
     sender = post or http_post
-    for item in claimed:
-        body = json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = _headers(settings, item, body, now)
-        started = time.monotonic()
-        code, error = sender(item.url, body, headers, settings.webhook_timeout)
-        elapsed = int((time.monotonic() - started) * 1000)
-        with transaction(sessions) as session:
-            _record(session, item, token, code, error, elapsed, max_attempts, now, report)
+    for index, item in enumerate(claimed):
+        if time.monotonic() - started > budget_seconds:
+            _release(sessions, token, [c.id for c in claimed[index:]], now)
+            break
+        _deliver_one(sessions, settings, item, token, sender, clock, max_attempts, now, report)
     return report
 
 
-def _headers(settings: Settings, item: _Claimed, body: bytes, now: datetime) -> dict[str, str]:
+def _deliver_one(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    item: _Claimed,
+    token: str,
+    sender: Poster,
+    clock: Clock,
+    max_attempts: int,
+    now: datetime,
+    report: DeliveryReport,
+) -> None:
+    body = json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")).encode()
+    if item.kind == "webhook" and not settings.webhook_secret:
+        code, error, elapsed = None, NO_SECRET, 0  # refused here: nothing is sent
+        log.error("webhook %s to %s not sent: %s", item.id, item.url, NO_SECRET)
+    else:
+        headers = _headers(settings, item, body, clock())
+        sent_at = time.monotonic()
+        code, error = sender(item.url, body, headers, settings.webhook_timeout)
+        elapsed = int((time.monotonic() - sent_at) * 1000)
+    with transaction(sessions) as session:
+        final = max_attempts if error == NO_SECRET else item.attempt  # no retry can help
+        _record(session, item, token, code, error, elapsed, max_attempts, now, report, final)
+
+
+def _release(sessions: sessionmaker[Session], token: str, ids: list[int], now: datetime) -> None:
+    """Give claimed deliveries back untried: due again at once, the attempt not counted."""
+    with transaction(sessions) as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(ids), WebhookDelivery.claim_token == token)
+            .values(
+                status="pending",
+                claim_token=None,
+                next_attempt_at=now,
+                attempts=WebhookDelivery.attempts - 1,
+            )
+        )
+
+
+def _headers(settings: Settings, item: _Claimed, body: bytes, at: datetime) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -399,7 +463,7 @@ def _headers(settings: Settings, item: _Claimed, body: bytes, now: datetime) -> 
         DELIVERY_HEADER: str(item.id),
     }
     if settings.webhook_secret:
-        headers.update(signed_headers(settings.webhook_secret, body, now))
+        headers.update(signed_headers(settings.webhook_secret, body, at))
     return headers
 
 
@@ -434,7 +498,10 @@ def _claim(
                 WebhookDelivery.id.in_(ids), WebhookDelivery.claim_token == token
             )
         )
-        claimed = [_Claimed(r.id, r.target_url, r.event, dict(r.payload), r.attempts) for r in rows]
+        claimed = [
+            _Claimed(r.id, r.target_url, r.event, dict(r.payload), r.attempts, r.target_kind)
+            for r in rows
+        ]
     return token, sorted(claimed, key=lambda c: c.id)
 
 
@@ -448,7 +515,9 @@ def _record(
     max_attempts: int,
     now: datetime,
     report: DeliveryReport,
+    attempt: int | None = None,
 ) -> None:
+    """Record one attempt (``attempt``: count it as this one, for the retry decision)."""
     delivery = session.get(WebhookDelivery, item.id)
     if delivery is None or delivery.claim_token != token:
         return  # the lease ran out and another pass took it over
@@ -456,7 +525,7 @@ def _record(
     permanent = code is not None and 400 <= code < 500 and code not in RETRYABLE_CODES
     if ok:
         status = "delivered"
-    elif permanent or item.attempt >= max_attempts:
+    elif permanent or (attempt or item.attempt) >= max_attempts:
         status = "failed"
     else:
         status = "retry"

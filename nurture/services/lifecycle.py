@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import Row, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from nurture.authoring.loaded import LoadedSequence
@@ -43,6 +43,7 @@ from nurture.lifecycle.rules import (
     check_rule,
     matching_exclusions,
 )
+from nurture.scoring.rules import FIT, NEGATIVE
 from nurture.services import handoff as handoffs
 from nurture.services import sla
 from nurture.services.batches import chunks, one_of
@@ -98,6 +99,17 @@ def environment_settings() -> Settings:
     if _environment is None or _environment[0] != key:
         _environment = (key, load_settings())
     return _environment[1]
+
+
+class StageMoved(TransitionRefused):
+    """Another writer changed the lead's stage since it was read: nothing was changed."""
+
+    def __init__(self, lead_id: int, expected: str, target: str) -> None:
+        message = (
+            f"lead {lead_id} is no longer {expected}: its stage changed meanwhile "
+            f"(not moved to {target})"
+        )
+        super().__init__(Refusal(expected, target, message))
 
 
 class DecisionRefused(ValueError):
@@ -176,6 +188,7 @@ def change_stage(
     if isinstance(moved, Refusal):
         raise TransitionRefused(moved)
     funnel = funnel or Funnel.load()
+    _claim_stage(session, lead, moved.from_stage.value, moved.to_stage.value)
     if score is None:
         score = current_score(session, lead.id, now)
     if moved.starts_new_cycle:
@@ -201,6 +214,24 @@ def change_stage(
         session.flush()
     _after_change(session, lead, change, reason, score, now, funnel, known)
     return change
+
+
+def _claim_stage(session: Session, lead: Lead, from_stage: str, to_stage: str) -> None:
+    """Move the lead's row only if it is still in ``from_stage`` (in the database): of two
+    writers applying the same change, the second matches no row and raises StageMoved."""
+    state = inspect(lead)
+    if not state.persistent:
+        return  # created in this transaction: nobody else can see it yet
+    written = state.attrs.lifecycle_stage.history
+    # Changed here but not flushed yet: the row still holds the value read.
+    in_db = written.deleted[0] if written.deleted else from_stage
+    result = session.connection().execute(
+        update(Lead)
+        .where(Lead.id == lead.id, Lead.lifecycle_stage == in_db)
+        .values(lifecycle_stage=to_stage)
+    )
+    if result.rowcount == 0:
+        raise StageMoved(lead.id, from_stage, to_stage)
 
 
 def record_entries(
@@ -421,9 +452,13 @@ def evaluate_leads(
     for lead in leads:
         assessment = found[lead.id]
         assert assessment.promotion is not None
-        change = _promote(
-            session, lead, assessment, assessment.promotion, now, funnel, exact[lead.id], known
-        )
+        try:
+            change = _promote(
+                session, lead, assessment, assessment.promotion, now, funnel, exact[lead.id], known
+            )
+        except TransitionRefused as exc:  # another writer moved it since it was read
+            log.info("lead %s not promoted: %s", lead.id, exc)
+            continue
         changes.append(change)
     if changes:
         session.flush()  # the batch's stage changes, lead updates and hand-offs together
@@ -660,27 +695,48 @@ def recycle(
 
 def adjust_engagement(
     session: Session, lead_id: int, keep: float, code: str, now: datetime
-) -> ScoreEntry | None:
-    """Cut the lead's engagement to ``keep`` of what it is worth now, with one ledger
-    entry (category engagement, decaying like the rest, so the ledger still sums exactly)."""
+) -> list[ScoreEntry]:
+    """Cut the lead's engagement to ``keep`` of what it is worth now: one decaying ledger
+    entry offsets the decaying part and one non-decaying entry the non-decaying part (rules
+    with ``decays: false``), so the engagement stays at ``keep`` of itself as time passes
+    and the ledger still sums exactly."""
     engagement = current_score(session, lead_id, now).engagement
-    points = -round(engagement * (1 - keep), 2)
-    if engagement <= 0 or points == 0:
-        return None
+    if engagement <= 0:
+        return []
+    steady = _steady_engagement(session, lead_id, now)
     rule = "recycle:reset" if keep == 0 else f"recycle:keep-{keep:g}"
-    entry = ScoreEntry(
-        lead_id=lead_id,
-        event_id=None,
-        category="engagement",
-        rule=rule,
-        points=points,
-        decays=True,
-        occurred_at=now,
-        created_at=now,
-        detail=f"sales rejected ({code}): engagement {engagement:g} -> {engagement + points:g}",
+    detail = f"sales rejected ({code}): engagement {engagement:g} -> "
+    entries = []
+    for part, decays in ((engagement - steady, True), (steady, False)):
+        points = -round(part * (1 - keep), 2)
+        if points == 0:
+            continue
+        entries.append(
+            ScoreEntry(
+                lead_id=lead_id,
+                event_id=None,
+                category="engagement",
+                rule=rule,
+                points=points,
+                decays=decays,
+                occurred_at=now,
+                created_at=now,
+                detail=detail + f"{round(engagement * keep, 2):g}",
+            )
+        )
+    session.add_all(entries)
+    return entries
+
+
+def _steady_engagement(session: Session, lead_id: int, now: datetime) -> float:
+    """The part of the lead's engagement that never decays (worth its points forever)."""
+    query = select(func.coalesce(func.sum(ScoreEntry.points), 0.0)).where(
+        ScoreEntry.lead_id == lead_id,
+        ScoreEntry.decays.is_(False),
+        ScoreEntry.category.not_in((FIT, NEGATIVE)),
+        ScoreEntry.occurred_at <= now,
     )
-    session.add(entry)
-    return entry
+    return round(float(session.scalar(query) or 0.0), 2)
 
 
 # -- the periodic pass --------------------------------------------------------------------
@@ -722,9 +778,10 @@ class FunnelReport:
     errors: list[str] = field(default_factory=list)
 
 
-def funnel_pass(rt: Runtime, now: datetime) -> FunnelReport:
-    """The engine's periodic funnel work: end cool-downs, record SLA breaches, deliver
-    due hand-off notifications. A broken lifecycle.yaml is logged, never raised."""
+def funnel_pass(rt: Runtime, now: datetime, *, deliver: bool = True) -> FunnelReport:
+    """The engine's periodic funnel work: end cool-downs, record SLA breaches and, with
+    ``deliver``, deliver due hand-off notifications (a bounded batch: see
+    :func:`deliver_notifications`). A broken lifecycle.yaml is logged, never raised."""
     report = FunnelReport()
     try:
         funnel = Funnel.load(rt.settings, rt.catalog)
@@ -736,10 +793,36 @@ def funnel_pass(rt: Runtime, now: datetime) -> FunnelReport:
         with transaction(rt.sessions) as session:
             report.released = len(release_recycled(session, now, funnel))
             report.breached = len(sla.mark_breaches(session, funnel.spec, rt.settings, now))
+    if deliver:
+        _deliver(rt, now, funnel, report)
+    _log_report(report)
+    return report
+
+
+def deliver_notifications(rt: Runtime, now: datetime) -> FunnelReport:
+    """Deliver due hand-off notifications: at most ``handoff.DELIVERIES_PER_PASS`` or
+    ``handoff.PASS_SECONDS`` of them per call (the rest wait for the next one), so a slow
+    receiver never holds up the send pass for long."""
+    report = FunnelReport()
+    try:
+        funnel = Funnel.load(rt.settings, rt.catalog)
+    except LifecycleConfigError as exc:
+        log.error("lifecycle.yaml not usable, webhooks not delivered: %s", exc)
+        report.errors.append(str(exc))
+        return report
+    _deliver(rt, now, funnel, report)
+    _log_report(report)
+    return report
+
+
+def _deliver(rt: Runtime, now: datetime, funnel: Funnel, report: FunnelReport) -> None:
     attempts = funnel.spec.handoff.max_attempts if funnel.spec else 8
     sent = handoffs.deliver_due(rt.sessions, rt.settings, now, max_attempts=attempts)
     report.delivered, report.retried, report.failed = sent.delivered, sent.retried, sent.failed
     report.errors += sent.errors
+
+
+def _log_report(report: FunnelReport) -> None:
     if report.released or report.breached or report.delivered or report.retried or report.failed:
         log.info(
             "funnel: %d cool-downs ended, %d SLA breaches, webhooks %d delivered, "
@@ -750,7 +833,6 @@ def funnel_pass(rt: Runtime, now: datetime) -> FunnelReport:
             report.retried,
             report.failed,
         )
-    return report
 
 
 # -- what a salesperson sees ------------------------------------------------------------------
@@ -775,15 +857,25 @@ def lead_status(
         "stage_history": handoffs.stage_history(session, lead.id),
     }
     if funnel.spec is not None:
-        status["assessment"] = assessment_json(assess_lead(session, lead, now, funnel.spec))
+        found = assessment_json(assess_lead(session, lead, now, funnel.spec))
+        # Trigger events count from the moment the lead entered its current stage.
+        since = lead.stage_changed_at
+        found["triggers_counted_since"] = since.isoformat() if since else None
+        status["assessment"] = found
     return status
 
 
 def assessment_json(found: Assessment) -> dict[str, Any]:
+    """The assessment as JSON data (``blocked_by``: the ICP exclusion that keeps a fired
+    trigger from moving the lead, None when nothing blocks it)."""
+    blocked = found.exclusions[0][0] if found.exclusions else None
     return {
         "excluded": [{"name": name, "reason": reason} for name, reason in found.exclusions],
         "mql_rules": [{"name": c.name, "holds": c.holds, "why": c.why} for c in found.rules],
-        "fast_track": [{"name": c.name, "fired": c.holds, "why": c.why} for c in found.triggers],
+        "fast_track": [
+            {"name": c.name, "fired": c.holds, "blocked_by": blocked, "why": c.why}
+            for c in found.triggers
+        ],
         "cooling_until": found.cooling_until.isoformat() if found.cooling_until else None,
         "next": (
             {"to": found.promotion.target.value, "why": found.promotion.detail}

@@ -18,12 +18,13 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Literal
 
-from nurture.authoring.templates import TemplateProblem, build_context
+from nurture.authoring.templates import TemplateProblem, TemplateRenderer, build_context
 from nurture.bootstrap import Runtime
 from nurture.core.engine import SendEmail
 from nurture.delivery.mime import OutgoingEmail, build_message, make_message_id
 from nurture.delivery.transports import Transport, TransportError
 from nurture.services.tracking import save_links
+from nurture.settings import Settings
 from nurture.tokens import unsubscribe_url
 from nurture.tracking.links import TrackedLink, track, tracking_for
 
@@ -141,7 +142,19 @@ def compose_tracked(
 ) -> tuple[OutgoingEmail, tuple[TrackedLink, ...]]:
     """The email for a pending message, its links rewritten for click tracking (with UTM
     parameters and an open pixel), and the links to store for the click redirect."""
-    settings = rt.settings
+    return compose_email(rt.settings, rt.renderer, pending, now)
+
+
+def compose_email(
+    settings: Settings,
+    renderer: TemplateRenderer,
+    pending: PendingSend,
+    now: datetime,
+    *,
+    message_id_prefix: str = "nurture",
+) -> tuple[OutgoingEmail, tuple[TrackedLink, ...]]:
+    """``compose_tracked`` without a runtime (``nurture preview`` uses it, with message id
+    0): only the template's own links are tracked, never a URL from lead data."""
     decision = pending.decision
     unsubscribe = unsubscribe_url(settings.base_url, settings.secret_key, pending.message_id)
     context = build_context(
@@ -153,16 +166,16 @@ def compose_tracked(
         sequence_name=pending.sequence_name,
         step_id=decision.step_id,
     )
-    rendered = rt.renderer.render_email(
-        decision.template, decision.subject, decision.locale, context
+    rendered = renderer.render_email(decision.template, decision.subject, decision.locale, context)
+    tracking = tracking_for(
+        settings,
+        pending.message_id,
+        pending.sequence_key,
+        decision.step_id,
+        unsubscribe,
+        allowed=rendered.template_urls,
     )
-    tracked = track(
-        rendered.html,
-        rendered.text,
-        tracking_for(
-            settings, pending.message_id, pending.sequence_key, decision.step_id, unsubscribe
-        ),
-    )
+    tracked = track(rendered.html, rendered.text, tracking)
     lead = pending.lead
     domain = settings.sender_email.rpartition("@")[2] or "nurture.local"
     email = OutgoingEmail(
@@ -174,7 +187,7 @@ def compose_tracked(
         subject=rendered.subject,
         html=tracked.html,
         text=tracked.text,
-        message_id=make_message_id(f"nurture.{pending.message_id}", domain),
+        message_id=make_message_id(f"{message_id_prefix}.{pending.message_id}", domain),
         unsubscribe_url=unsubscribe,
         unsubscribe_mailto=settings.unsubscribe_mailto,
         headers=(

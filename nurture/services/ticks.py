@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from nurture.bootstrap import Runtime
 from nurture.services.advance import BatchReport, process_claims
-from nurture.services.lifecycle import funnel_pass
+from nurture.services.lifecycle import deliver_notifications, funnel_pass
 from nurture.services.pipeline import sweep_unscored
 from nurture.services.scheduler import Claim, claim_due
 
@@ -25,7 +25,8 @@ def tick(
     ``should_stop`` is asked between batches (a claimed batch is always finished)."""
     report = BatchReport()
     sweep_unscored(rt.sessions, now)  # the engine's bounces of earlier passes, lost events
-    funnel_pass(rt, now)  # cool-downs ending (their leads are due below), SLAs, webhooks
+    # Cool-downs ending (their leads are due below) and SLAs: database work only.
+    funnel_pass(rt, now, deliver=False)
     for _ in range(MAX_BATCHES_PER_TICK):
         if should_stop():
             break
@@ -41,6 +42,8 @@ def tick(
             sum(batch.finished.values()),
         )
         report.merge(batch)
+    # Webhooks POST inline: after the sends, and bounded (a slow receiver delays no mail).
+    deliver_notifications(rt, now)
     return report
 
 
@@ -49,7 +52,8 @@ def dispatch_due(rt: Runtime, now: datetime, send: Callable[[list[Claim]], None]
     task); returns how many were claimed. Workers advance them."""
     claimed = 0
     sweep_unscored(rt.sessions, now)  # the engine's bounces, lost events: a bounded batch
-    funnel_pass(rt, now)  # cool-downs ending, SLAs, webhooks: light work, done by beat's tick
+    # Cool-downs ending and SLAs; webhooks are their own task (nurture.handoffs.deliver).
+    funnel_pass(rt, now, deliver=False)
     for _ in range(MAX_BATCHES_PER_TICK):
         claims = _claim(rt, now)
         if not claims:

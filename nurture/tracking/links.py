@@ -7,6 +7,11 @@ byte as the template rendered it. (The HTML comes from our own templates, with l
 autoescaped, so a tag's quoted values are well formed. An ``<a>`` inside a comment, such as
 Outlook's ``<!--[if mso]>`` blocks, is rewritten too: a mail client that renders it is
 following a link we send.)
+
+Only links the template itself contains are tracked (``Tracking.allowed``): a URL that came
+from lead data (a first name of ``https://evil.example/login``) stays plain text and never
+becomes a signed redirect on our domain. A URL a template builds with an expression
+(``href="https://x.example/{{ lead.company }}"``) is not literal, so it is not tracked either.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class Tracking:
     # URLs never touched (the unsubscribe URL), and our own base URL.
     keep: Collection[str] = ()
     base_url: str = ""
+    # The URLs the template's own text contains (``template_urls``); only these are
+    # rewritten. None: every link (for content that holds no lead data).
+    allowed: Collection[str] | None = None
 
 
 def track(html: str, text: str, tracking: Tracking) -> TrackedBody:
@@ -112,8 +120,11 @@ def add_pixel(html: str, pixel_url: str) -> str:
 
 
 def is_trackable(url: str, tracking: Tracking) -> bool:
-    """An absolute http(s) URL that is not the unsubscribe link nor one of our own."""
+    """An absolute http(s) URL, written in the template (when ``allowed`` says which), that
+    is not the unsubscribe link nor one of our own."""
     if not url.lower().startswith(("http://", "https://")) or url in tracking.keep:
+        return False
+    if tracking.allowed is not None and url not in tracking.allowed:
         return False
     base = tracking.base_url.rstrip("/")
     return not (base and any(url.startswith(base + path) for path in OWN_PATHS))
@@ -163,6 +174,17 @@ def _trim(url: str) -> str:
     return url
 
 
+def template_urls(literal: str) -> set[str]:
+    """Every URL a piece of literal template text contains, as the rewriting will compare
+    it: text URLs (trimmed or not) and ``<a href>`` values, raw and HTML-unescaped."""
+    found: set[str] = set()
+    for match in _TEXT_URL.finditer(literal):
+        found.update((match.group(0), _trim(match.group(0))))
+    for match in _A_HREF.finditer(literal):
+        found.add(_unquote(match.group("value")).strip())
+    return found | {html_lib.unescape(url).strip() for url in found}
+
+
 def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
@@ -187,9 +209,16 @@ def utm_params(settings: Settings, sequence_key: str, step_id: str) -> dict[str,
 
 
 def tracking_for(
-    settings: Settings, message_id: int, sequence_key: str, step_id: str, unsubscribe_url: str
+    settings: Settings,
+    message_id: int,
+    sequence_key: str,
+    step_id: str,
+    unsubscribe_url: str,
+    *,
+    allowed: Collection[str] | None = None,
 ) -> Tracking:
-    """What to do to the links of one message, as ``settings`` configure it."""
+    """What to do to the links of one message, as ``settings`` configure it; ``allowed``:
+    the URLs its template contains (the only ones rewritten)."""
     base, secret = settings.base_url, settings.secret_key
 
     def click(position: int) -> str:
@@ -201,4 +230,5 @@ def tracking_for(
         utm=utm_params(settings, sequence_key, step_id),
         keep=(unsubscribe_url,),
         base_url=base,
+        allowed=allowed,
     )

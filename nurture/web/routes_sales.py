@@ -55,7 +55,9 @@ def post_decision(lead_id: int, body: SalesDecision, context: Context) -> dict[s
         try:
             change = apply_decision(session, lead, body, now, funnel)
         except DecisionRefused as exc:
-            detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
+            # The error shape of every /api/v1 route (see nurture/web/api.py).
+            error = {"loc": ["body", exc.field], "field": exc.field, "msg": exc.message}
+            detail = [{**error, "type": "value_error"}]
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail) from None
         except TransitionRefused as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
