@@ -257,6 +257,7 @@ def _time_parts() -> dict[str, float]:
     for module, name, label in (
         (api, "store_events", "store (validated batch -> events table)"),
         (pipeline, "score_events", "scoring (score_events)"),
+        (pipeline, "score_claimed", "scoring (score_claimed, stored and scored inline)"),
         (pipeline, "evaluate_leads", "funnel (evaluate_leads)"),
     ):
         setattr(module, name, _timer(getattr(module, name), label, spent))

@@ -22,7 +22,7 @@ from nurture.lifecycle.machine import (
     Transition,
     transition,
 )
-from nurture.lifecycle.rules import ScoreView, assess
+from nurture.lifecycle.rules import ScoreView, assess, may_promote
 from nurture.lifecycle.signing import signed_headers, verify
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -183,3 +183,19 @@ def test_the_shipped_funnel_validates() -> None:
         app, ["validate", str(root / "sequences"), "--templates", str(root / "templates")]
     )
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("total", [0, 30, 60, 99, 500])
+@pytest.mark.parametrize("fit", [frozenset(), frozenset({"decision_maker"})])
+@pytest.mark.parametrize("days", [(), (1,), (1, 2, 3), (400,)])
+def test_a_lead_that_may_not_be_promoted_is_not_promoted(
+    total: int, fit: frozenset[str], days: tuple[int, ...]
+) -> None:
+    # evaluate_leads assesses in full only the leads may_promote lets through.
+    assert SPEC is not None
+    score = ScoreView(total, fit)
+    events = [("pricing_page_view", NOW - timedelta(days=d)) for d in days]
+    possible = may_promote(SPEC, score, events, None, NOW)
+    found = assess(SPEC, lead(), score, events, None, None, NOW)
+    assert possible or found.promotion is None
+    assert not possible or found.promotion is not None  # nothing else stops this lead

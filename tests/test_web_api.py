@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from web_support import API_KEY, AUTH, OTHER_KEY, Clock, Web, client_for, count, web_runtime
 
-from nurture.db.models import Event, Lead
+from nurture.db.models import Event, Lead, ScoreEntry
 from nurture.delivery.transports import MemoryTransport
 
 try:
@@ -312,3 +312,30 @@ def test_get_lead_shows_score_breakdown_and_timeline(web: Web) -> None:
         "demo_requested",
     ]
     assert web.client.get("/api/v1/leads/999", headers=AUTH).status_code == 404
+
+
+def test_api_events_are_scored_in_the_transaction_that_stores_them(web: Web) -> None:
+    add_lead(web.rt, "sam@example.com", enrolled=False)
+    body = {"events": [event(dedupe_key=k, type="pricing_page_view") for k in "abc"]}
+    assert post(web, "/api/v1/events", body).json()["created"] == 3
+    with web.rt.sessions() as session:
+        assert all(e.scored_at is not None for e in session.scalars(select(Event)))
+        rules = [entry.rule for entry in session.scalars(select(ScoreEntry))]
+    assert rules  # pricing views score (capped rules count the batch's events in order)
+
+
+def test_when_inline_scoring_fails_the_events_stay_stored_and_unscored(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("funnel down")
+
+    monkeypatch.setattr("nurture.services.pipeline.evaluate_leads", broken)
+    body = {"events": [event(dedupe_key="a", type="demo_requested"), event(dedupe_key="b")]}
+    response = post(web, "/api/v1/events", body)
+    assert response.status_code == 200 and response.json()["created"] == 2
+    with web.rt.sessions() as session:
+        assert [e.scored_at for e in session.scalars(select(Event))] == [None, None]
+        assert (
+            session.scalars(select(ScoreEntry).where(ScoreEntry.event_id.is_not(None))).all() == []
+        )

@@ -109,6 +109,20 @@ def check_trigger(
     return RuleCheck(trigger.name, count >= trigger.count, why)
 
 
+def may_promote(
+    spec: LifecycleSpec,
+    score: ScoreView,
+    events: Sequence[tuple[str, datetime]],
+    since: datetime | None,
+    now: datetime,
+) -> bool:
+    """Whether some MQL rule or fast-track trigger holds: without one, :func:`assess`
+    promotes nothing, whatever the exclusions say (which cost the most to check)."""
+    return any(check_rule(rule, score).holds for rule in spec.mql.rules) or any(
+        check_trigger(trigger, events, since, now).holds for trigger in spec.fast_track
+    )
+
+
 def assess(
     spec: LifecycleSpec,
     lead: Mapping[str, Any],

@@ -33,7 +33,7 @@ from nurture.db.models import Base, Event, Lead, Suppression
 from nurture.leads.schema import LeadIn, check_line, check_text, normalize_email
 from nurture.services.batches import one_of
 from nurture.services.erasure import email_hash
-from nurture.services.scoring import refresh_fit
+from nurture.services.scoring import StoredEvent, refresh_fit
 
 # Site behavior the API takes. Delivery and email engagement events (sent, opened,
 # clicked, unsubscribed, ...) are written by the engine and the tracking endpoints only.
@@ -183,6 +183,8 @@ class IngestReport:
 
     results: list[EventResult] = field(default_factory=list)
     leads_created: int = 0
+    # The events inserted, as scoring reads them (for processing in the same transaction).
+    stored: list[StoredEvent] = field(default_factory=list)
 
     @property
     def new_event_ids(self) -> list[int]:
@@ -211,8 +213,11 @@ def store_events(
     unknown_email: UnknownEmailPolicy,
     default_timezone: str,
     first_index: int = 0,
+    mark_scored: bool = False,
 ) -> IngestReport:
-    """Store a batch in the caller's transaction; the report says what became of each."""
+    """Store a batch in the caller's transaction; the report says what became of each.
+    ``mark_scored``: the events are stored with ``scored_at`` = ``now``, for a caller that
+    scores ``report.stored`` in the same transaction."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     report = IngestReport()
@@ -230,6 +235,8 @@ def store_events(
         if row["dedupe_key"] in rows:  # the same event twice in one batch
             outcome[index] = EventResult(index, "duplicate", lead_id=row["lead_id"])
             continue
+        if mark_scored:
+            row["scored_at"] = now
         rows[row["dedupe_key"]] = (index, row)
     inserted = insert_ignoring_conflicts(
         session, Event, [row for _, row in rows.values()], conflict="dedupe_key"
@@ -238,7 +245,22 @@ def store_events(
         status: Literal["created", "duplicate"] = "created" if key in inserted else "duplicate"
         outcome[index] = EventResult(index, status, inserted.get(key), row["lead_id"])
     report.results = [outcome[first_index + i] for i in range(len(events))]
+    report.stored = [
+        _stored(inserted[key], row) for key, (_, row) in rows.items() if key in inserted
+    ]
     return report
+
+
+def _stored(event_id: int, row: dict[str, Any]) -> StoredEvent:
+    return StoredEvent(
+        event_id,
+        row["lead_id"],
+        row["message_id"],
+        row["type"],
+        row["occurred_at"],
+        row["data"],
+        row["is_human"],
+    )
 
 
 def event_row(event: EventIn, lead_id: int, now: datetime) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from nurture.lifecycle.rules import (
     assess,
     check_rule,
     matching_exclusions,
+    may_promote,
 )
 from nurture.scoring.rules import FIT, NEGATIVE
 from nurture.services import handoff as handoffs
@@ -436,9 +437,13 @@ def evaluate_leads(
     ids = [lead.id for lead in facts]
     events = _trigger_events(session, ids, funnel.spec)
     views, exact = _score_views(session, ids, now, funnel.spec)
+    # Most leads of a batch have no rule or trigger holding: they are not assessed in full.
     found = {
         lead.id: _assess(lead, now, funnel.spec, events.get(lead.id, []), views[lead.id])
         for lead in facts
+        if may_promote(
+            funnel.spec, views[lead.id], events.get(lead.id, []), lead.stage_changed_at, now
+        )
     }
     ids = [lead_id for lead_id, assessment in found.items() if assessment.promotion]
     if not ids:

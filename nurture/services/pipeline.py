@@ -1,10 +1,11 @@
-"""What happens to stored events: scoring, then the funnel. Events are durable before they
+"""What happens to stored events: scoring, then the funnel. Events are stored before they
 get here; this part is derived and can always be run again (``nurture events process``).
 
-Where it runs: in embedded mode (no broker), the API runs it inline once the events are
-committed, and the web process hands tracking hits to a background thread that scores them
-in batches. With a broker, both enqueue the Celery task ``nurture.events.process`` on the
-``events`` queue."""
+Where it runs: in embedded mode (no broker), the API runs it inline in the transaction
+that stores the events (``process_stored``: they are stored already marked scored, and
+processed in a savepoint, so a failure leaves them stored and unscored), and the web
+process hands tracking hits to a background thread that scores them in batches. With a
+broker, both enqueue the Celery task ``nurture.events.process`` on the ``events`` queue."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.models import UNSCORED_EVENTS, Event
 from nurture.db.session import transaction
+from nurture.services.batches import chunks, one_of
 from nurture.services.lifecycle import evaluate_leads
-from nurture.services.scoring import score_events
+from nurture.services.scoring import StoredEvent, score_claimed, score_events
 from nurture.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,6 +61,28 @@ def process_events(session: Session, event_ids: Sequence[int], now: datetime) ->
     affected = score_events(session, event_ids, now)
     log.debug("scored %d events of %d leads", len(event_ids), len(affected))
     evaluate_leads(session, sorted(affected), now)
+
+
+def process_stored(session: Session, events: Sequence[StoredEvent], now: datetime) -> None:
+    """Process events stored in this transaction with ``scored_at`` already set: no claim,
+    no second commit. Processing runs in a savepoint: when it fails, the events stay stored
+    and are marked unscored again (``process_unscored`` catches them up), as when
+    processing after the commit fails."""
+    if not events:
+        return
+    try:
+        with session.begin_nested():
+            affected = score_claimed(session, events, now)
+            evaluate_leads(session, sorted(affected), now)
+    except Exception:  # stored is what counts
+        log.exception("processing %d stored events failed; they stay unscored", len(events))
+        for chunk in chunks(sorted(event.id for event in events)):
+            session.execute(
+                update(Event)
+                .where(one_of(session, Event.id, chunk))
+                .values(scored_at=None)
+                .execution_options(synchronize_session=False)
+            )
 
 
 def process_now(sessions: sessionmaker[Session], event_ids: Sequence[int], now: datetime) -> None:

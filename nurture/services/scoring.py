@@ -38,11 +38,13 @@ from nurture.settings import load_settings
 __all__ = [
     "Ceiling",
     "ScoreBreakdown",
+    "StoredEvent",
     "active_rules",
     "lead_score",
     "lead_scores",
     "refresh_fit",
     "score_ceilings",
+    "score_claimed",
     "score_events",
     "score_unscored",
     "use_scoring_file",
@@ -110,7 +112,32 @@ def score_events(
     given the same ids score each event once. Non-human events are marked, never scored."""
     rules = rules if rules is not None else active_rules()
     rows = [row for chunk in chunks(sorted(set(event_ids))) for row in _claim(session, chunk, now)]
-    human = [row for row in rows if row.is_human and row.lead_id is not None]
+    return score_claimed(session, rows, now, rules=rules)
+
+
+class StoredEvent(NamedTuple):
+    """An event as scoring reads it: a row just stored, already marked scored."""
+
+    id: int
+    lead_id: int | None
+    message_id: int | None
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any] | None
+    is_human: bool
+
+
+def score_claimed(
+    session: Session,
+    rows: Sequence[StoredEvent] | Sequence[Row[Any]],  # (claimed rows have the same fields)
+    now: datetime,
+    *,
+    rules: ScoringRules | None = None,
+) -> set[int]:
+    """Score events already marked scored by the caller (claimed, or stored with their
+    ``scored_at`` set in this transaction); return the leads with new human activity."""
+    rules = rules if rules is not None else active_rules()
+    human: list[Any] = [row for row in rows if row.is_human and row.lead_id is not None]
     if human and rules.event_rules:
         messages = _message_steps(session, human)
         facts = sorted((_facts(row, messages, now) for row in human), key=_in_time_order)
@@ -147,7 +174,7 @@ def _claim(session: Session, ids: Sequence[int], now: datetime) -> Sequence[Row[
     return session.execute(claim).all()
 
 
-def _message_steps(session: Session, rows: Sequence[Row[Any]]) -> dict[int, tuple[str, str]]:
+def _message_steps(session: Session, rows: Sequence[Any]) -> dict[int, tuple[str, str]]:
     """(sequence, step) of the messages of email events whose data does not say."""
     wanted = {
         row.message_id
@@ -165,7 +192,7 @@ def _message_steps(session: Session, rows: Sequence[Row[Any]]) -> dict[int, tupl
     return messages
 
 
-def _facts(row: Row[Any], messages: dict[int, tuple[str, str]], now: datetime) -> EventFacts:
+def _facts(row: Any, messages: dict[int, tuple[str, str]], now: datetime) -> EventFacts:
     """What rules see of an event; its time clamped to ``now`` (a hit is not dated after
     it was scored, so a clock running ahead cannot hide it from the score)."""
     data = row.data or {}

@@ -21,6 +21,7 @@ from nurture.leads.schema import LeadIn, lead_context
 from nurture.services.erasure import erase_lead
 from nurture.services.events import EventBatch, EventIn, IngestReport, store_events
 from nurture.services.lead_upsert import StageRefused, UpsertResult, upsert_lead
+from nurture.services.pipeline import process_stored
 from nurture.services.scoring import lead_score
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
@@ -259,6 +260,8 @@ def post_events(body: EventsBody, context: Context) -> JSONResponse:
 def _ingest(events: list[EventIn], context: WebContext) -> IngestReport:
     now = context.clock()
     settings = context.settings
+    # Embedded mode processes the events inline: in the transaction that stores them.
+    inline = not context.runtime.settings.broker_url
     with context.writing(), transaction(context.runtime.sessions) as session:
         report = store_events(
             session,
@@ -266,8 +269,12 @@ def _ingest(events: list[EventIn], context: WebContext) -> IngestReport:
             now=now,
             unknown_email=settings.unknown_email_events,
             default_timezone=settings.default_timezone,
+            mark_scored=inline,
         )
-    context.process_api_events(report.new_event_ids)
+        if inline:
+            process_stored(session, report.stored, now)
+    if not inline:
+        context.process_api_events(report.new_event_ids)
     return report
 
 
