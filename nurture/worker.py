@@ -125,6 +125,7 @@ def advance_task(claims: list[list[int | str]]) -> int:
 )
 def process_events_task(event_ids: list[int]) -> int:
     """Score stored events and move their leads through the funnel (the events queue)."""
-    with transaction(runtime().sessions) as session:
-        process_events(session, [int(i) for i in event_ids], datetime.now(UTC))
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        process_events(session, [int(i) for i in event_ids], datetime.now(UTC), rt.settings)
     return len(event_ids)

@@ -110,7 +110,7 @@ def behave(rt: Runtime, lead_id: int, event_type: str, at: datetime, **data: Any
         )
         session.add(event)
         session.flush()
-        process_events(session, [event.id], at)
+        process_events(session, [event.id], at, rt.settings)
 
 
 def tick_at(rt: Runtime, now: datetime) -> BatchReport:

@@ -119,7 +119,7 @@ def test_the_erased_address_is_never_enrolled_or_mailed_again(web: Web, tmp_path
         web.rt.sessions,
         web.rt.require_catalog(),
         now=MONDAY + timedelta(days=1),
-        default_timezone="UTC",
+        settings=web.rt.settings,
     )
     assert report.created == 1 and report.not_enrolled == {"suppressed": 1}
     upsert = web.client.post(

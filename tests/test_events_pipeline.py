@@ -82,7 +82,7 @@ def test_with_a_broker_events_are_queued_for_the_workers(db_url: str, redis_url:
     ids = sorted(i for _, batch in tasks for i in batch)
     assert created["event_id"] in ids and len(ids) == 2
     assert not any(scored(rt).values())  # the workers score them, not the web process
-    assert process_unscored(rt.sessions, MONDAY + timedelta(hours=2)) == 2
+    assert process_unscored(rt.sessions, MONDAY + timedelta(hours=2), rt.settings) == 2
     assert all(scored(rt).values())
     rt.close()
 
@@ -95,7 +95,7 @@ def test_process_unscored_catches_up_lost_processing(db_url: str) -> None:
             assert client.post("/api/v1/events", json=body, headers=AUTH).status_code == 201
     with rt.sessions() as session, session.begin():
         session.execute(update(Event).values(scored_at=None))  # as if the scoring was lost
-    assert process_unscored(rt.sessions, MONDAY, limit=2) == 2
-    assert process_unscored(rt.sessions, MONDAY) == 1
-    assert process_unscored(rt.sessions, MONDAY) == 0
+    assert process_unscored(rt.sessions, MONDAY, rt.settings, limit=2) == 2
+    assert process_unscored(rt.sessions, MONDAY, rt.settings) == 1
+    assert process_unscored(rt.sessions, MONDAY, rt.settings) == 0
     rt.close()

@@ -84,9 +84,9 @@ def test_the_sweep_catches_up_lost_processing_in_bounded_passes(
             session.add(Event(lead_id=lead_id, type=kind, dedupe_key=kind, created_at=MONDAY))
     monkeypatch.setattr("nurture.services.pipeline.SWEEP_LIMIT", 3)
     later = MONDAY + timedelta(hours=1)
-    assert sweep_unscored(rt.sessions, later) == 3
-    assert sweep_unscored(rt.sessions, later) == 2
-    assert sweep_unscored(rt.sessions, later) == 0
+    assert sweep_unscored(rt.sessions, later, rt.settings) == 3
+    assert sweep_unscored(rt.sessions, later, rt.settings) == 2
+    assert sweep_unscored(rt.sessions, later, rt.settings) == 0
     with rt.sessions() as session:
         unscored = session.scalars(select(Event.type).where(Event.scored_at.is_(None)))
         assert sorted(unscored) == sorted(UNSCORED_TYPES)

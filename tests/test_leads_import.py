@@ -23,6 +23,7 @@ from nurture.db.session import transaction
 from nurture.leads.importer import ImportAborted, ImportReport, check_file, import_leads
 from nurture.leads.schema import LeadIn, lead_context
 from nurture.services.catalog import Catalog, publish
+from nurture.settings import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leads"
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -62,7 +63,12 @@ def run_import(
     path: Path, factory: sessionmaker[Session], catalog: Catalog, **options: Any
 ) -> ImportReport:
     return import_leads(
-        path, factory, catalog, now=NOW, default_timezone="Europe/Berlin", **options
+        path,
+        factory,
+        catalog,
+        now=NOW,
+        settings=load_settings(default_timezone="Europe/Berlin"),
+        **options,
     )
 
 
@@ -247,7 +253,11 @@ def test_entry_policy_again_reenrolls_after_the_cooldown(
 
     def at(day: int) -> ImportReport:
         return import_leads(
-            path, session_factory, catalog, now=NOW + timedelta(days=day), default_timezone="UTC"
+            path,
+            session_factory,
+            catalog,
+            now=NOW + timedelta(days=day),
+            settings=load_settings(default_timezone="UTC"),
         )
 
     assert at(20).not_enrolled == {"cooling_down": 1}  # 15 days after the exit

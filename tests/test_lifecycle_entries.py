@@ -45,7 +45,7 @@ def run_import(rt: Runtime, tmp_path: Path, text: str) -> ImportReport:
     path = tmp_path / "leads.csv"
     path.write_text(text, encoding="utf-8")
     catalog = rt.require_catalog()
-    return import_leads(path, rt.sessions, catalog, now=LATER, default_timezone="UTC")
+    return import_leads(path, rt.sessions, catalog, now=LATER, settings=rt.settings)
 
 
 def lead_id(rt: Runtime, email: str) -> int:

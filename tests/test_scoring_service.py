@@ -28,6 +28,7 @@ from nurture.services.scoring import (
     score_unscored,
     use_scoring_file,
 )
+from nurture.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "sequences" / "scoring.yaml"
@@ -307,7 +308,12 @@ def test_importer_refreshes_fit(
         encoding="utf-8",
     )
     report = import_leads(
-        csv, session_factory, Catalog({}), now=T0, default_timezone="UTC", batch_size=10
+        csv,
+        session_factory,
+        Catalog({}),
+        now=T0,
+        settings=load_settings(default_timezone="UTC"),
+        batch_size=10,
     )
     assert report.created == 2
     with session_factory() as s:
@@ -327,7 +333,13 @@ def test_importer_refuses_broken_scoring_rules(
     use_scoring_file(broken)
     try:
         with pytest.raises(ImportAborted, match=r"scoring.yaml:2: half_life: bad duration"):
-            import_leads(csv, session_factory, Catalog({}), now=T0, default_timezone="UTC")
+            import_leads(
+                csv,
+                session_factory,
+                Catalog({}),
+                now=T0,
+                settings=load_settings(default_timezone="UTC"),
+            )
     finally:
         use_scoring_file(None)
     with session_factory() as s:

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from nurture.authoring.validate import validate_paths
 from nurture.cli import app
 from nurture.scoring.loader import ScoringError, cached_rules, load_rules
-from nurture.services.scoring import active_rules
+from nurture.services.scoring import rules_for
+from nurture.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -130,15 +131,11 @@ def test_cache_reloads_a_changed_file_and_keeps_good_rules_on_errors(tmp_path: P
     assert not load_rules(tmp_path / "absent.yaml").loaded
 
 
-def test_active_rules_follow_the_configured_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rules_follow_the_settings_folder(tmp_path: Path) -> None:
     for name, days in (("a", 30), ("b", 7)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "scoring.yaml").write_text(f"kind: scoring\nhalf_life: {days}d\n")
-    monkeypatch.setenv("NURTURE_SEQUENCES_DIR", str(tmp_path / "a"))
-    assert active_rules().half_life.days == 30
-    monkeypatch.setenv("NURTURE_SEQUENCES_DIR", str(tmp_path / "b"))
-    assert active_rules().half_life.days == 7
-    monkeypatch.setenv("NURTURE_SEQUENCES_DIR", str(tmp_path / "none"))
-    assert not active_rules().loaded  # no scoring file: nothing is scored
+    assert rules_for(Settings(sequences_dir=tmp_path / "a")).half_life.days == 30
+    assert rules_for(Settings(sequences_dir=tmp_path / "b")).half_life.days == 7
+    # no scoring file: nothing is scored
+    assert not rules_for(Settings(sequences_dir=tmp_path / "none")).loaded

@@ -74,9 +74,7 @@ def demo(
     )
     catalog = rt.require_catalog()
     console.print(f"loaded {len(catalog.specs())} sequences from {rt.settings.sequences_dir}/")
-    imported = import_leads(
-        leads, rt.sessions, catalog, now=DEMO_START, default_timezone=rt.settings.default_timezone
-    )
+    imported = import_leads(leads, rt.sessions, catalog, now=DEMO_START, settings=rt.settings)
     console.print(
         f"imported {imported.created} leads ({imported.skipped} rows skipped); "
         f"enrolled {sum(imported.enrolled.values())}"

@@ -109,7 +109,7 @@ def _run_import(
                 factory,
                 catalog,
                 now=now,
-                default_timezone=settings.default_timezone,
+                settings=settings,
                 on_progress=lambda rows: progress.update(task, completed=rows),
             )
             progress.update(task, total=report.rows, completed=report.rows)

@@ -31,6 +31,7 @@ from nurture.services.events_import import (
     import_events,
 )
 from nurture.services.pipeline import enqueue, process_now, process_unscored
+from nurture.services.scoring import rules_for
 from nurture.settings import Settings, load_settings, require_secret_key
 
 log = logging.getLogger("nurture")
@@ -179,7 +180,7 @@ def _run_import(
         if rt.settings.broker_url:
             enqueue(rt.settings, ids)
         else:
-            process_now(rt.sessions, ids, now)
+            process_now(rt.sessions, ids, now, rt.settings)
 
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -199,6 +200,7 @@ def _run_import(
             default_timezone=rt.settings.default_timezone,
             process=process,
             on_progress=lambda rows: progress.update(task, completed=rows),
+            rules=rules_for(rt.settings),
         )
         progress.update(task, total=report.rows, completed=report.rows)
     return report
@@ -238,7 +240,7 @@ def process_command() -> None:
     """Score stored events nobody scored yet (e.g. after a crash or a broker outage)."""
     rt = _checked_runtime(load_settings())
     try:
-        done = process_unscored(rt.sessions, datetime.now(UTC))
+        done = process_unscored(rt.sessions, datetime.now(UTC), rt.settings)
     finally:
         rt.close()
     Console().print(f"processed {done} events")

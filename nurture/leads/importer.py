@@ -32,7 +32,8 @@ from nurture.scoring.loader import ScoringError
 from nurture.services.catalog import Catalog
 from nurture.services.enrollment import enroll_many
 from nurture.services.lifecycle import Funnel, change_stage, record_entries, refusal_of
-from nurture.services.scoring import active_rules, refresh_fit
+from nurture.services.scoring import refresh_fit, rules_for
+from nurture.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def import_leads(
     catalog: Catalog,
     *,
     now: datetime,
-    default_timezone: str,
+    settings: Settings,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
@@ -121,15 +122,17 @@ def import_leads(
     the file is unusable (before anything is written)."""
     if now.tzinfo is None or batch_size < 1:
         raise ValueError("now must be timezone-aware and batch_size at least 1")
-    zone = canonical_timezone(default_timezone)
+    zone = canonical_timezone(settings.default_timezone)
     if zone is None:
-        raise ImportAborted(f"the default time zone {default_timezone!r} is not an IANA zone")
+        raise ImportAborted(
+            f"the default time zone {settings.default_timezone!r} is not an IANA zone"
+        )
     try:
-        active_rules()  # refuse to import with broken scoring rules, before writing
+        rules_for(settings)  # refuse to import with broken scoring rules, before writing
     except ScoringError as exc:
         raise ImportAborted(f"the scoring rules have errors; fix them first:\n{exc}") from None
     try:
-        Funnel.load(catalog=catalog)  # rows may move leads through the funnel
+        funnel = Funnel.load(settings, catalog)  # rows may move leads through the funnel
     except LifecycleConfigError as exc:
         raise ImportAborted(f"lifecycle.yaml has errors; fix them first:\n{exc}") from None
     report = ImportReport(file=str(path))
@@ -144,12 +147,12 @@ def import_leads(
             if row is not None:
                 batch.append(row)
             if len(batch) >= batch_size:
-                _write_batch(session_factory, batch, catalog, now, zone, report)
+                _write_batch(session_factory, batch, funnel, now, zone, report)
                 batch = []
             if on_progress and report.rows % batch_size == 0:
                 on_progress(report.rows)
         if batch:
-            _write_batch(session_factory, batch, catalog, now, zone, report)
+            _write_batch(session_factory, batch, funnel, now, zone, report)
     if on_progress:
         on_progress(report.rows)
     return report
@@ -269,7 +272,7 @@ def _skip(report: ImportReport, problems: Sequence[RowError]) -> None:
 def _write_batch(
     session_factory: sessionmaker[Session],
     batch: list[_Row],
-    catalog: Catalog,
+    funnel: Funnel,
     now: datetime,
     default_timezone: str,
     report: ImportReport,
@@ -278,7 +281,7 @@ def _write_batch(
     for attempt in (1, 2):
         try:
             with transaction(session_factory) as session:
-                result = _upsert_and_enroll(session, batch, catalog, now, default_timezone)
+                result = _upsert_and_enroll(session, batch, funnel, now, default_timezone)
         except IntegrityError as exc:
             # Most likely another import inserted one of these emails meanwhile: the
             # second attempt finds it and updates it.
@@ -308,12 +311,14 @@ class _BatchResult:
 
 
 def _upsert_and_enroll(
-    session: Session, batch: list[_Row], catalog: Catalog, now: datetime, default_timezone: str
+    session: Session, batch: list[_Row], funnel: Funnel, now: datetime, default_timezone: str
 ) -> _BatchResult:
     result = _BatchResult()
     leads = _upsert(session, batch, default_timezone, result, now)
-    refresh_fit(session, [lead.id for lead in leads.values()], now)  # scoring.yaml's profile
-    _record_stages(session, leads, result, catalog, now)
+    # scoring.yaml's profile rules
+    refresh_fit(session, [lead.id for lead in leads.values()], now, rules=funnel.rules)
+    _record_stages(session, leads, result, funnel, now)
+    catalog = funnel.catalog_for(session)
     for outcome in enroll_many(session, list(leads.values()), catalog, now):
         if outcome.enrollment is not None:
             result.enrolled[outcome.enrollment.sequence_key] += 1
@@ -384,7 +389,7 @@ def _record_stages(
     session: Session,
     leads: dict[str, Lead],
     result: _BatchResult,
-    catalog: Catalog,
+    funnel: Funnel,
     now: datetime,
 ) -> None:
     """New leads' first stage (reason ``import``, from none), then the moves of existing
@@ -395,10 +400,9 @@ def _record_stages(
         for key in leads
         if key in result.new
     ]
-    record_entries(session, entries, ACTOR, now)
+    record_entries(session, entries, ACTOR, now, funnel.rules)
     if not result.moves:
         return
-    funnel = Funnel.load(catalog=catalog)  # checked before the import started
     for number, key, target in result.moves:
         reason = Reason(ReasonKind.import_, f"CSV import, row {number}", {"source": "import"})
         change_stage(session, leads[key], target, reason, ACTOR, now, funnel=funnel)

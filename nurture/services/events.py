@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from nurture.db.models import Base, Event, Lead, Suppression
 from nurture.leads.schema import LeadIn, check_line, check_text, normalize_email
+from nurture.scoring.rules import ScoringRules
 from nurture.services.batches import one_of
 from nurture.services.erasure import email_hash
 from nurture.services.scoring import StoredEvent, refresh_fit
@@ -214,14 +215,16 @@ def store_events(
     default_timezone: str,
     first_index: int = 0,
     mark_scored: bool = False,
+    rules: ScoringRules | None = None,
 ) -> IngestReport:
     """Store a batch in the caller's transaction; the report says what became of each.
     ``mark_scored``: the events are stored with ``scored_at`` = ``now``, for a caller that
-    scores ``report.stored`` in the same transaction."""
+    scores ``report.stored`` in the same transaction. ``rules``: the scoring rules leads
+    created here are fit scored with."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     report = IngestReport()
-    leads = _resolve_leads(session, events, now, unknown_email, default_timezone, report)
+    leads = _resolve_leads(session, events, now, unknown_email, default_timezone, report, rules)
     rows: dict[str, tuple[int, dict[str, Any]]] = {}
     outcome: dict[int, EventResult] = {}
     latest = now + FUTURE_SKEW
@@ -322,6 +325,7 @@ def _resolve_leads(
     policy: UnknownEmailPolicy,
     default_timezone: str,
     report: IngestReport,
+    rules: ScoringRules | None,
 ) -> dict[str, int | str]:
     """Lead id by lower-cased email, or the reason the email has no lead (a str)."""
     emails = sorted({event.email.lower() for event in events})
@@ -343,7 +347,7 @@ def _resolve_leads(
     report.leads_created = len(created)
     found.update(_lead_ids(session, unknown))  # also those another request just created
     # Profile rules (a free-mail domain, say) apply to a lead from its first event on.
-    refresh_fit(session, sorted(created.values()), now)
+    refresh_fit(session, sorted(created.values()), now, rules=rules)
     return found
 
 

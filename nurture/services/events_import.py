@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.session import transaction
 from nurture.leads.schema import field_errors
+from nurture.scoring.rules import ScoringRules
 from nurture.services.events import EventIn, UnknownEmailPolicy, store_events
 
 DEFAULT_BATCH = 1000
@@ -99,6 +100,7 @@ def import_events(
     process: Processor,
     batch_size: int = DEFAULT_BATCH,
     on_progress: Callable[[int], None] | None = None,
+    rules: ScoringRules | None = None,
 ) -> EventsImportReport:
     """Import the events of ``path``; ``process`` gets the ids of each batch's new events.
     Raises ImportAborted if the file is unusable (before anything is written)."""
@@ -111,12 +113,12 @@ def import_events(
         if row is not None:
             batch.append(row)
         if len(batch) >= batch_size:
-            _store(sessions, batch, now, unknown_email, default_timezone, process, report)
+            _store(sessions, batch, now, unknown_email, default_timezone, process, report, rules)
             batch = []
         if on_progress and report.rows % batch_size == 0:
             on_progress(report.rows)
     if batch:
-        _store(sessions, batch, now, unknown_email, default_timezone, process, report)
+        _store(sessions, batch, now, unknown_email, default_timezone, process, report, rules)
     if on_progress:
         on_progress(report.rows)
     return report
@@ -231,6 +233,7 @@ def _store(
     default_timezone: str,
     process: Processor,
     report: EventsImportReport,
+    rules: ScoringRules | None,
 ) -> None:
     try:
         with transaction(sessions) as session:
@@ -240,6 +243,7 @@ def _store(
                 now=now,
                 unknown_email=unknown_email,
                 default_timezone=default_timezone,
+                rules=rules,
             )
     except SQLAlchemyError as exc:
         first, last = batch[0].number, batch[-1].number

@@ -23,7 +23,8 @@ from nurture.lifecycle.machine import Reason, ReasonKind
 from nurture.services.catalog import Catalog
 from nurture.services.enrollment import enroll_many
 from nurture.services.lifecycle import Funnel, change_stage, record_entries, refusal_of
-from nurture.services.scoring import refresh_fit
+from nurture.services.scoring import refresh_fit, rules_for
+from nurture.settings import Settings
 
 ACTOR = "api"
 STAGE_FIELD = "lifecycle_stage"
@@ -49,7 +50,7 @@ class UpsertResult:
 
 
 def upsert_lead(
-    session: Session, given: LeadIn, catalog: Catalog, now: datetime, default_timezone: str
+    session: Session, given: LeadIn, catalog: Catalog, now: datetime, settings: Settings
 ) -> UpsertResult:
     """Create or update the lead with ``given.email`` in the caller's transaction; raise
     StageRefused (nothing changed) when the stage asked for is not a move the lead can make."""
@@ -57,18 +58,21 @@ def upsert_lead(
     created = lead is None
     target = None
     if lead is None:
-        lead = Lead(**given.new_lead_values(default_timezone), created_at=now, updated_at=now)
+        lead = Lead(
+            **given.new_lead_values(settings.default_timezone), created_at=now, updated_at=now
+        )
         session.add(lead)
     else:
         target = _stage_move(lead, given, now)
         _update(lead, given, now)
     session.flush()
-    refresh_fit(session, [lead.id], now)
+    rules = rules_for(settings)
+    refresh_fit(session, [lead.id], now, rules=rules)
     if created:
         entry = Reason(ReasonKind.api, "created through the API", {"source": "api"})
-        record_entries(session, [(lead, entry)], ACTOR, now)
+        record_entries(session, [(lead, entry)], ACTOR, now, rules)
     elif target is not None:
-        _move(session, lead, target, catalog, now)
+        _move(session, lead, target, catalog, now, settings)
     outcome = enroll_many(session, [lead], catalog, now)[0]
     reason = "" if outcome.enrollment else outcome.decision.outcome.value
     return UpsertResult(lead, created, outcome.enrollment, reason)
@@ -86,9 +90,11 @@ def _stage_move(lead: Lead, given: LeadIn, now: datetime) -> str | None:
     return str(target)
 
 
-def _move(session: Session, lead: Lead, target: str, catalog: Catalog, now: datetime) -> None:
+def _move(
+    session: Session, lead: Lead, target: str, catalog: Catalog, now: datetime, settings: Settings
+) -> None:
     try:
-        funnel = Funnel.load(catalog=catalog)
+        funnel = Funnel.load(settings, catalog)
     except LifecycleConfigError as exc:
         raise StageRefused(f"lifecycle.yaml has errors, no stage can change: {exc}") from None
     reason = Reason(ReasonKind.api, "set through the API", {"source": "api"})

@@ -9,11 +9,9 @@ notifications) or close. The caller owns the transaction."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, func, insert, inspect, select, update
@@ -44,14 +42,20 @@ from nurture.lifecycle.rules import (
     matching_exclusions,
     may_promote,
 )
-from nurture.scoring.rules import FIT, NEGATIVE
+from nurture.scoring.rules import FIT, NEGATIVE, ScoringRules
 from nurture.services import handoff as handoffs
 from nurture.services import sla
 from nurture.services.batches import chunks, one_of
 from nurture.services.catalog import Catalog, UnknownSequenceVersion
 from nurture.services.enrollment import enroll
-from nurture.services.scoring import ScoreBreakdown, lead_score, lead_scores, score_ceilings
-from nurture.settings import Settings, load_settings
+from nurture.services.scoring import (
+    ScoreBreakdown,
+    lead_score,
+    lead_scores,
+    rules_for,
+    score_ceilings,
+)
+from nurture.settings import Settings
 
 if TYPE_CHECKING:
     from nurture.bootstrap import Runtime
@@ -73,33 +77,19 @@ class Funnel:
     catalog: Catalog | None = None
 
     @classmethod
-    def load(cls, settings: Settings | None = None, catalog: Catalog | None = None) -> Funnel:
-        """The funnel of the configured sequences folder (raises LifecycleConfigError)."""
-        settings = settings or environment_settings()
+    def load(cls, settings: Settings, catalog: Catalog | None = None) -> Funnel:
+        """The funnel of the settings' sequences folder (raises LifecycleConfigError)."""
         return cls(load_lifecycle(settings.sequences_dir), settings, catalog)
+
+    @property
+    def rules(self) -> ScoringRules:
+        """The scoring rules of the settings' sequences folder (cached by the loader)."""
+        return rules_for(self.settings)
 
     def catalog_for(self, session: Session) -> Catalog:
         if self.catalog is None:
             self.catalog = Catalog.from_db(session)
         return self.catalog
-
-
-_environment: tuple[tuple[object, ...], Settings] | None = None
-
-
-def environment_settings() -> Settings:
-    """``load_settings()``, read again only when what it reads changed (the NURTURE_
-    variables, the working folder, its .env file): the pipeline asks for every batch."""
-    global _environment
-    try:
-        env_file: int | None = Path(".env").stat().st_mtime_ns
-    except OSError:
-        env_file = None
-    variables = sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("NURTURE_"))
-    key = (os.getcwd(), env_file, *variables)
-    if _environment is None or _environment[0] != key:
-        _environment = (key, load_settings())
-    return _environment[1]
 
 
 class StageMoved(TransitionRefused):
@@ -125,9 +115,11 @@ class DecisionRefused(ValueError):
 # -- the score -----------------------------------------------------------------------------
 
 
-def current_score(session: Session, lead_id: int, now: datetime) -> ScoreBreakdown:
+def current_score(
+    session: Session, lead_id: int, now: datetime, rules: ScoringRules | None = None
+) -> ScoreBreakdown:
     """The lead's score breakdown at ``now`` (scoring's ledger, decayed)."""
-    return lead_score(session, lead_id, now)
+    return lead_score(session, lead_id, now, rules=rules)
 
 
 def score_json(score: ScoreBreakdown) -> dict[str, Any]:
@@ -176,7 +168,7 @@ def change_stage(
     actor: str,
     now: datetime,
     *,
-    funnel: Funnel | None = None,
+    funnel: Funnel,
     score: ScoreBreakdown | None = None,
     known: Known | None = None,
 ) -> StageChange:
@@ -188,10 +180,9 @@ def change_stage(
     moved = transition(lead.lifecycle_stage, target, reason, now)
     if isinstance(moved, Refusal):
         raise TransitionRefused(moved)
-    funnel = funnel or Funnel.load()
     _claim_stage(session, lead, moved.from_stage.value, moved.to_stage.value)
     if score is None:
-        score = current_score(session, lead.id, now)
+        score = current_score(session, lead.id, now, funnel.rules)
     if moved.starts_new_cycle:
         lead.cycle = (lead.cycle or 1) + 1
     change = StageChange(
@@ -236,7 +227,11 @@ def _claim_stage(session: Session, lead: Lead, from_stage: str, to_stage: str) -
 
 
 def record_entries(
-    session: Session, entries: Sequence[tuple[Lead, Reason]], actor: str, now: datetime
+    session: Session,
+    entries: Sequence[tuple[Lead, Reason]],
+    actor: str,
+    now: datetime,
+    rules: ScoringRules | None = None,
 ) -> int:
     """New leads' first stage, recorded as a change from none (``from_stage`` ""), with
     their score: a fixed number of statements for them all. An entry only records: no
@@ -244,7 +239,7 @@ def record_entries(
     history alerts nobody. Returns how many were recorded."""
     if not entries:
         return 0
-    scores = lead_scores(session, [lead.id for lead, _ in entries], now)
+    scores = lead_scores(session, [lead.id for lead, _ in entries], now, rules=rules)
     rows = [
         {
             "lead_id": lead.id,
@@ -421,22 +416,16 @@ def enroll_named(
 
 
 def evaluate_leads(
-    session: Session, lead_ids: Sequence[int], now: datetime, funnel: Funnel | None = None
+    session: Session, lead_ids: Sequence[int], now: datetime, funnel: Funnel | None
 ) -> list[StageChange]:
     """Apply the MQL rules and fast-track triggers to these leads (after scoring), with a
     fixed number of queries for the whole batch; only promotions write lead by lead."""
-    if funnel is None:
-        try:
-            funnel = Funnel.load()
-        except LifecycleConfigError as exc:  # scoring stands; `nurture validate` says why
-            log.error("lifecycle.yaml has errors, leads not evaluated: %s", exc)
-            return []
-    if funnel.spec is None or not lead_ids:
+    if funnel is None or funnel.spec is None or not lead_ids:
         return []
     facts = _marketing_leads(session, lead_ids)
     ids = [lead.id for lead in facts]
     events = _trigger_events(session, ids, funnel.spec)
-    views, exact = _score_views(session, ids, now, funnel.spec)
+    views, exact = _score_views(session, ids, now, funnel.spec, funnel.rules)
     # Most leads of a batch have no rule or trigger holding: they are not assessed in full.
     found = {
         lead.id: _assess(lead, now, funnel.spec, events.get(lead.id, []), views[lead.id])
@@ -450,7 +439,7 @@ def evaluate_leads(
         return []
     # A lead promoted by a trigger may have been judged on its ceiling: its stage change
     # records the exact score.
-    exact.update(lead_scores(session, [i for i in ids if i not in exact], now))
+    exact.update(lead_scores(session, [i for i in ids if i not in exact], now, rules=funnel.rules))
     leads = session.scalars(select(Lead).where(one_of(session, Lead.id, ids)).order_by(Lead.id))
     known = Known.read(session, ids)
     changes = []
@@ -505,21 +494,25 @@ def _marketing_leads(session: Session, lead_ids: Sequence[int]) -> list[Row[Any]
 
 
 def _score_views(
-    session: Session, lead_ids: Sequence[int], now: datetime, spec: LifecycleSpec
+    session: Session,
+    lead_ids: Sequence[int],
+    now: datetime,
+    spec: LifecycleSpec,
+    rules: ScoringRules,
 ) -> tuple[dict[int, ScoreView], dict[int, ScoreBreakdown]]:
     """What the MQL rules see of each lead's score, and the exact scores read. A lead
     whose score ceiling (the most its total and fit rules can be) satisfies no MQL rule is
     judged on its ceiling: no rule holds either way, and its ledger is not read row by row."""
     ceilings = {
         lead_id: ScoreView(ceiling.total, ceiling.fit_rules)
-        for lead_id, ceiling in score_ceilings(session, lead_ids, now).items()
+        for lead_id, ceiling in score_ceilings(session, lead_ids, now, rules=rules).items()
     }
     reachable = [
         lead_id
         for lead_id, ceiling in ceilings.items()
         if any(check_rule(rule, ceiling).holds for rule in spec.mql.rules)
     ]
-    exact = lead_scores(session, reachable, now)
+    exact = lead_scores(session, reachable, now, rules=rules)
     views = dict(ceilings)
     for lead_id, score in exact.items():
         views[lead_id] = ScoreView(score.total, frozenset(score.fit_rules))
@@ -532,9 +525,11 @@ def assess_lead(
     now: datetime,
     spec: LifecycleSpec,
     events: Sequence[tuple[str, datetime]] | None = None,
+    *,
+    rules: ScoringRules | None = None,
 ) -> Assessment:
     """What lifecycle.yaml says about the lead now (exclusions, rules, triggers)."""
-    score = current_score(session, lead.id, now)
+    score = current_score(session, lead.id, now, rules)
     if events is None:
         events = _trigger_events(session, [lead.id], spec).get(lead.id, [])
     return _assess(lead, now, spec, events, ScoreView(score.total, frozenset(score.fit_rules)))
@@ -629,11 +624,10 @@ def apply_decision(
     lead: Lead,
     decision: SalesDecision,
     now: datetime,
-    funnel: Funnel | None = None,
+    funnel: Funnel,
 ) -> StageChange:
     """Apply a sales (or CRM) decision; raise DecisionRefused or TransitionRefused (then
     nothing changed)."""
-    funnel = funnel or Funnel.load()
     if funnel.spec is None:
         raise DecisionRefused("decision", "no lifecycle.yaml in the sequences folder")
     for field_name, message in problems(funnel.spec, decision):
@@ -694,18 +688,23 @@ def recycle(
     change = change_stage(session, lead, Stage.recycled, reason, actor, now, funnel=funnel)
     lead.recycle_until = until
     lead.recycle_reason = code
-    adjust_engagement(session, lead.id, rejected.keep_engagement, code, now)
+    adjust_engagement(session, lead.id, rejected.keep_engagement, code, now, funnel.rules)
     return change
 
 
 def adjust_engagement(
-    session: Session, lead_id: int, keep: float, code: str, now: datetime
+    session: Session,
+    lead_id: int,
+    keep: float,
+    code: str,
+    now: datetime,
+    rules: ScoringRules | None = None,
 ) -> list[ScoreEntry]:
     """Cut the lead's engagement to ``keep`` of what it is worth now: one decaying ledger
     entry offsets the decaying part and one non-decaying entry the non-decaying part (rules
     with ``decays: false``), so the engagement stays at ``keep`` of itself as time passes
     and the ledger still sums exactly."""
-    engagement = current_score(session, lead_id, now).engagement
+    engagement = current_score(session, lead_id, now, rules).engagement
     if engagement <= 0:
         return []
     steady = _steady_engagement(session, lead_id, now)
@@ -843,13 +842,10 @@ def _log_report(report: FunnelReport) -> None:
 # -- what a salesperson sees ------------------------------------------------------------------
 
 
-def lead_status(
-    session: Session, lead: Lead, now: datetime, funnel: Funnel | None = None
-) -> dict[str, Any]:
+def lead_status(session: Session, lead: Lead, now: datetime, funnel: Funnel) -> dict[str, Any]:
     """The lead's funnel state as JSON data: stage, score, why it is or is not an MQL
     (ICP exclusions included), open hand-offs and its stage history."""
-    funnel = funnel or Funnel.load()
-    score = current_score(session, lead.id, now)
+    score = current_score(session, lead.id, now, funnel.rules)
     status: dict[str, Any] = {
         "lead": handoffs.lead_json(lead, funnel.settings.base_url),
         "stage": lead.lifecycle_stage,
@@ -862,7 +858,7 @@ def lead_status(
         "stage_history": handoffs.stage_history(session, lead.id),
     }
     if funnel.spec is not None:
-        found = assessment_json(assess_lead(session, lead, now, funnel.spec))
+        found = assessment_json(assess_lead(session, lead, now, funnel.spec, rules=funnel.rules))
         # Trigger events count from the moment the lead entered its current stage.
         since = lead.stage_changed_at
         found["triggers_counted_since"] = since.isoformat() if since else None

@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.models import UNSCORED_EVENTS, Event
 from nurture.db.session import transaction
+from nurture.lifecycle.loading import LifecycleConfigError
 from nurture.services.batches import chunks, one_of
-from nurture.services.lifecycle import evaluate_leads
-from nurture.services.scoring import StoredEvent, score_claimed, score_events
+from nurture.services.lifecycle import Funnel, evaluate_leads
+from nurture.services.scoring import StoredEvent, rules_for, score_claimed, score_events
 from nurture.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,16 +55,30 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def process_events(session: Session, event_ids: Sequence[int], now: datetime) -> None:
+def process_events(
+    session: Session, event_ids: Sequence[int], now: datetime, settings: Settings
+) -> None:
     """Score the events, then evaluate the leads they touched (in the caller's transaction)."""
     if not event_ids:
         return
-    affected = score_events(session, event_ids, now)
+    affected = score_events(session, event_ids, now, rules=rules_for(settings))
     log.debug("scored %d events of %d leads", len(event_ids), len(affected))
-    evaluate_leads(session, sorted(affected), now)
+    evaluate_leads(session, sorted(affected), now, _funnel(settings))
 
 
-def process_stored(session: Session, events: Sequence[StoredEvent], now: datetime) -> None:
+def _funnel(settings: Settings) -> Funnel | None:
+    """The funnel leads are evaluated with; None when lifecycle.yaml has errors (scoring
+    stands; `nurture validate` says why)."""
+    try:
+        return Funnel.load(settings)
+    except LifecycleConfigError as exc:
+        log.error("lifecycle.yaml has errors, leads not evaluated: %s", exc)
+        return None
+
+
+def process_stored(
+    session: Session, events: Sequence[StoredEvent], now: datetime, settings: Settings
+) -> None:
     """Process events stored in this transaction with ``scored_at`` already set: no claim,
     no second commit. Processing runs in a savepoint: when it fails, the events stay stored
     and are marked unscored again (``process_unscored`` catches them up), as when
@@ -72,8 +87,8 @@ def process_stored(session: Session, events: Sequence[StoredEvent], now: datetim
         return
     try:
         with session.begin_nested():
-            affected = score_claimed(session, events, now)
-            evaluate_leads(session, sorted(affected), now)
+            affected = score_claimed(session, events, now, rules=rules_for(settings))
+            evaluate_leads(session, sorted(affected), now, _funnel(settings))
     except Exception:  # stored is what counts
         log.exception("processing %d stored events failed; they stay unscored", len(events))
         for chunk in chunks(sorted(event.id for event in events)):
@@ -85,17 +100,20 @@ def process_stored(session: Session, events: Sequence[StoredEvent], now: datetim
             )
 
 
-def process_now(sessions: sessionmaker[Session], event_ids: Sequence[int], now: datetime) -> None:
+def process_now(
+    sessions: sessionmaker[Session], event_ids: Sequence[int], now: datetime, settings: Settings
+) -> None:
     """Process events in their own transaction, in batches."""
     ids = list(event_ids)
     for start in range(0, len(ids), BATCH):
         with transaction(sessions) as session:
-            process_events(session, ids[start : start + BATCH], now)
+            process_events(session, ids[start : start + BATCH], now, settings)
 
 
 def process_unscored(
     sessions: sessionmaker[Session],
     now: datetime,
+    settings: Settings,
     limit: int = 0,
     *,
     stored_before: datetime | None = None,
@@ -114,17 +132,19 @@ def process_unscored(
             ids = list(session.scalars(query.order_by(Event.id).limit(size)))
         if not ids:
             break
-        process_now(sessions, ids, now)
+        process_now(sessions, ids, now, settings)
         done, last_id = done + len(ids), ids[-1]
     return done
 
 
-def sweep_unscored(sessions: sessionmaker[Session], now: datetime) -> int:
+def sweep_unscored(sessions: sessionmaker[Session], now: datetime, settings: Settings) -> int:
     """The engine's periodic catch-up: score events left unscored for SWEEP_GRACE (the
     engine's own ``bounced``, processing that was lost), at most SWEEP_LIMIT per pass.
     Younger events are left to the pipeline that stored them. Failures are logged."""
     try:
-        done = process_unscored(sessions, now, SWEEP_LIMIT, stored_before=now - SWEEP_GRACE)
+        done = process_unscored(
+            sessions, now, settings, SWEEP_LIMIT, stored_before=now - SWEEP_GRACE
+        )
     except Exception:  # the send pass must go on; the next pass tries again
         log.exception("scoring unscored events failed")
         return 0

@@ -7,7 +7,6 @@ are empty: events are marked scored, nothing is written and every score is 0."""
 
 from __future__ import annotations
 
-import os
 from bisect import insort
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,7 +32,7 @@ from nurture.scoring.loader import cached_rules, scoring_path
 from nurture.scoring.rules import FIT, EventFacts, ScoringRules
 from nurture.scoring.schema import ENGAGEMENT_EVENTS
 from nurture.services.batches import CHUNK, chunks, one_of
-from nurture.settings import load_settings
+from nurture.settings import Settings
 
 __all__ = [
     "Ceiling",
@@ -43,6 +42,7 @@ __all__ = [
     "lead_score",
     "lead_scores",
     "refresh_fit",
+    "rules_for",
     "score_ceilings",
     "score_claimed",
     "score_events",
@@ -69,30 +69,30 @@ CEILING_SLACK = 0.01
 SCORE_ENTRIES = cast(Table, ScoreEntry.__table__)
 
 _scoring_file: Path | None = None
-# The configured file, with what it was worked out from (so a changed environment counts).
-_configured: tuple[tuple[str | None, str], Path] | None = None
 
 
 # -- which rules --------------------------------------------------------------------------
 
 
 def use_scoring_file(path: Path | None) -> None:
-    """Score with this file from now on (None: ``scoring.yaml`` of the configured
-    sequences folder)."""
+    """Score with this file from now on, whatever the settings say (None: the
+    ``scoring.yaml`` of the settings' sequences folder): for tests and tools."""
     global _scoring_file
     _scoring_file = path
 
 
+def rules_for(settings: Settings) -> ScoringRules:
+    """The rules of the settings' sequences folder (or of the file given to
+    :func:`use_scoring_file`), cached by path and reloaded when the file changes."""
+    return cached_rules(_scoring_file or scoring_path(settings.sequences_dir))
+
+
 def active_rules() -> ScoringRules:
-    """The rules of the scoring file in use, cached and reloaded when the file changes."""
-    global _configured
-    if _scoring_file is not None:
-        return cached_rules(_scoring_file)
-    # Reading settings costs a millisecond: do it again only when what they depend on moved.
-    key = (os.environ.get("NURTURE_SEQUENCES_DIR"), os.getcwd())
-    if _configured is None or _configured[0] != key:
-        _configured = (key, scoring_path(load_settings().sequences_dir))
-    return cached_rules(_configured[1])
+    """The rules of the file given to :func:`use_scoring_file`: what the functions here
+    score with when not given rules (callers with settings pass ``rules_for(settings)``)."""
+    if _scoring_file is None:
+        raise RuntimeError("no scoring rules given: pass rules=rules_for(settings)")
+    return cached_rules(_scoring_file)
 
 
 # -- events -> ledger ---------------------------------------------------------------------

@@ -135,7 +135,7 @@ def _happen(
                 select(Event.id).where(Event.scored_at.is_(None), Event.occurred_at <= now)
             )
         )
-    process_now(rt.sessions, ids, now)
+    process_now(rt.sessions, ids, now, rt.settings)
     return [p for p in planned if p.at > now]
 
 

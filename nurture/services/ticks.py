@@ -24,7 +24,8 @@ def tick(
     """One embedded pass: claim due enrollments batch by batch and advance them in-process;
     ``should_stop`` is asked between batches (a claimed batch is always finished)."""
     report = BatchReport()
-    sweep_unscored(rt.sessions, now)  # the engine's bounces of earlier passes, lost events
+    # The engine's bounces of earlier passes, lost events.
+    sweep_unscored(rt.sessions, now, rt.settings)
     # Cool-downs ending (their leads are due below) and SLAs: database work only.
     funnel_pass(rt, now, deliver=False)
     for _ in range(MAX_BATCHES_PER_TICK):
@@ -51,7 +52,8 @@ def dispatch_due(rt: Runtime, now: datetime, send: Callable[[list[Claim]], None]
     """One distributed pass: claim due enrollments and hand each batch to ``send`` (a Celery
     task); returns how many were claimed. Workers advance them."""
     claimed = 0
-    sweep_unscored(rt.sessions, now)  # the engine's bounces, lost events: a bounded batch
+    # The engine's bounces, lost events: a bounded batch.
+    sweep_unscored(rt.sessions, now, rt.settings)
     # Cool-downs ending and SLAs; webhooks are their own task (nurture.handoffs.deliver).
     funnel_pass(rt, now, deliver=False)
     for _ in range(MAX_BATCHES_PER_TICK):

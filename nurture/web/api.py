@@ -22,7 +22,7 @@ from nurture.services.erasure import erase_lead
 from nurture.services.events import EventBatch, EventIn, IngestReport, store_events
 from nurture.services.lead_upsert import StageRefused, UpsertResult, upsert_lead
 from nurture.services.pipeline import process_stored
-from nurture.services.scoring import lead_score
+from nurture.services.scoring import lead_score, rules_for
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 
@@ -103,9 +103,7 @@ def post_lead(body: LeadIn, context: Context) -> JSONResponse:
     for attempt in (1, 2):
         try:
             with context.writing(), transaction(context.runtime.sessions) as session:
-                result = upsert_lead(
-                    session, given, context.catalog(), now, context.settings.default_timezone
-                )
+                result = upsert_lead(session, given, context.catalog(), now, context.settings)
                 out = _upsert_out(result)
             break
         except IntegrityError:  # created by a concurrent request: the retry updates it
@@ -149,7 +147,7 @@ def get_lead(
         lead = session.get(Lead, lead_id)
         if lead is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no lead with id {lead_id}")
-        score = lead_score(session, lead_id, now)
+        score = lead_score(session, lead_id, now, rules=rules_for(context.settings))
         timeline = _timeline(session, lead_id, limit)
     score_lines = [
         {
@@ -270,9 +268,10 @@ def _ingest(events: list[EventIn], context: WebContext) -> IngestReport:
             unknown_email=settings.unknown_email_events,
             default_timezone=settings.default_timezone,
             mark_scored=inline,
+            rules=rules_for(settings),
         )
         if inline:
-            process_stored(session, report.stored, now)
+            process_stored(session, report.stored, now, settings)
     if not inline:
         context.process_api_events(report.new_event_ids)
     return report

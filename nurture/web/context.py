@@ -73,7 +73,9 @@ class WebContext:
                 enqueue(self.runtime.settings, event_ids)
             else:
                 with self.writing():
-                    process_now(self.runtime.sessions, event_ids, self.clock())
+                    process_now(
+                        self.runtime.sessions, event_ids, self.clock(), self.runtime.settings
+                    )
         except Exception:  # stored is what counts; `nurture events process` catches up
             log.exception("processing %d stored events failed; they stay unscored", len(event_ids))
 
@@ -87,7 +89,7 @@ class WebContext:
             enqueue(self.runtime.settings, event_ids)  # one task per batch
             return
         with self.writing():
-            process_now(self.runtime.sessions, event_ids, self.clock())
+            process_now(self.runtime.sessions, event_ids, self.clock(), self.runtime.settings)
 
     def close(self) -> None:
         """Record the queued hits, process the queued events, stop the threads."""
