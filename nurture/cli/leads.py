@@ -22,12 +22,13 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Engine, and_, func, inspect, select
+from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.authoring.catalog import load_sequences
-from nurture.cli.output import show_time, table_console
+from nurture.cli.common import database_problem
+from nurture.cli.output import count_table, print_errors, show_time, table_console
 from nurture.db.models import Enrollment, Lead
 from nurture.db.session import make_engine, make_session_factory, transaction
 from nurture.leads.importer import (
@@ -123,19 +124,10 @@ def _run_import(
 def _engine(settings: Settings) -> Engine:
     """An engine on a migrated database, or Fatal with what to do."""
     engine = make_engine(settings.database_url)
-    where = engine.url.render_as_string(hide_password=True)
-    try:
-        tables = set(inspect(engine).get_table_names())
-    except SQLAlchemyError as exc:
+    problem = database_problem(engine, REQUIRED_TABLES, _first_line)
+    if problem:
         engine.dispose()
-        raise Fatal(f"cannot reach the database at {where}: {_first_line(exc)}") from None
-    missing = [t for t in REQUIRED_TABLES if t not in tables]
-    if missing:
-        engine.dispose()
-        raise Fatal(
-            f"the database at {where} lacks the tables {', '.join(missing)}: "
-            "run `nurture db upgrade`"
-        )
+        raise Fatal(problem)
     return engine
 
 
@@ -192,21 +184,15 @@ def _count_rows(file: Path) -> int:
 
 def _print_report(report: ImportReport, console: Console) -> None:
     if report.errors:
-        console.print(f"[bold]Skipped rows[/] ({ROW_CONVENTION}):")
-        for error in report.errors[:SHOWN_ERRORS]:
-            console.print(f"  {error}", markup=False, highlight=False, soft_wrap=True)
-        if len(report.errors) > SHOWN_ERRORS:
-            console.print(f"  ... and {len(report.errors) - SHOWN_ERRORS} more (see --json)")
-    table = Table(title="Import summary", caption=report.file)
-    table.add_column("")
-    table.add_column("rows", justify="right")
-    for label, count in (
+        heading = f"[bold]Skipped rows[/] ({ROW_CONVENTION}):"
+        print_errors(console, heading, [str(e) for e in report.errors], SHOWN_ERRORS)
+    counts = (
         ("rows read", report.rows),
         ("created", report.created),
         ("updated", report.updated),
         ("skipped", report.skipped),
-    ):
-        table.add_row(label, str(count))
+    )
+    table = count_table("Import summary", report.file, counts)
     for key, count in sorted(report.enrolled.items()):
         table.add_row(f"enrolled in {key}", str(count))
     for reason, count in sorted(report.not_enrolled.items()):

@@ -18,9 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nurture.bootstrap import build_runtime
 from nurture.cli.output import show_time
 from nurture.db.models import Lead
-from nurture.db.session import make_engine, make_session_factory, transaction
+from nurture.db.session import transaction
 from nurture.lifecycle.decisions import Bant, SalesDecision
 from nurture.lifecycle.loading import LifecycleConfigError
 from nurture.lifecycle.machine import TransitionRefused
@@ -45,14 +46,14 @@ def fail(message: str) -> typer.Exit:
 @contextmanager
 def database(settings: Settings) -> Iterator[sessionmaker[Session]]:
     """Sessions on the configured database; a clear error when it is unreachable."""
-    engine = make_engine(settings.database_url)
+    rt = build_runtime(settings)
     try:
-        yield make_session_factory(engine)
+        yield rt.sessions
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise fail(f"database: {first} (is it migrated? `nurture db upgrade`)") from None
     finally:
-        engine.dispose()
+        rt.close()
 
 
 def find_lead(session: Session, email: str) -> Lead:

@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine, inspect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 
+from nurture.cli.common import database_problem
 from nurture.db.session import make_engine, make_session_factory
 from nurture.leads.schema import canonical_timezone
 from nurture.scoring.core import ScoreBreakdown
@@ -101,16 +101,10 @@ def _load(
 
 def _engine(settings: Settings) -> Engine:
     engine = make_engine(settings.database_url)
-    where = engine.url.render_as_string(hide_password=True)
-    try:
-        tables = set(inspect(engine).get_table_names())
-    except SQLAlchemyError as exc:
+    problem = database_problem(engine, REQUIRED_TABLES)
+    if problem:
         engine.dispose()
-        raise Fatal(f"cannot reach the database at {where}: {exc}") from None
-    missing = [t for t in REQUIRED_TABLES if t not in tables]
-    if missing:
-        engine.dispose()
-        raise Fatal(f"the database at {where} lacks {', '.join(missing)}: run `nurture db upgrade`")
+        raise Fatal(problem)
     return engine
 
 

@@ -15,11 +15,10 @@ import uvicorn
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlalchemy import inspect
-from sqlalchemy.exc import SQLAlchemyError
 
 from nurture.bootstrap import Runtime, build_runtime
+from nurture.cli.common import database_problem
+from nurture.cli.output import count_table, print_errors
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.services.erasure import erase_lead, find_lead, is_erased_address
@@ -48,16 +47,10 @@ def _fail(message: str) -> typer.Exit:
 def _checked_runtime(settings: Settings) -> Runtime:
     """A runtime on a migrated database, or a clear error and exit 1."""
     rt = build_runtime(settings)
-    where = rt.engine.url.render_as_string(hide_password=True)
-    try:
-        tables = set(inspect(rt.engine).get_table_names())
-    except SQLAlchemyError as exc:
+    problem = database_problem(rt.engine, REQUIRED_TABLES)
+    if problem:
         rt.close()
-        raise _fail(f"cannot reach the database at {where}: {exc}") from None
-    missing = [t for t in REQUIRED_TABLES if t not in tables]
-    if missing:
-        rt.close()
-        raise _fail(f"the database at {where} lacks {', '.join(missing)}: run `nurture db upgrade`")
+        raise _fail(problem)
     return rt
 
 
@@ -215,24 +208,18 @@ def _count_lines(file: Path) -> int:
 
 def _print_report(report: EventsImportReport, console: Console) -> None:
     if report.errors:
-        console.print(f"[bold]Rows not stored[/] ({report.unit} numbers of {report.file}):")
-        for error in report.errors[:SHOWN_ERRORS]:
-            console.print(f"  {report.unit} {error}", markup=False, highlight=False)
-        if len(report.errors) > SHOWN_ERRORS:
-            console.print(f"  ... and {len(report.errors) - SHOWN_ERRORS} more (see --json)")
-    table = Table(title="Events import", caption=report.file)
-    table.add_column("")
-    table.add_column("rows", justify="right")
-    for label, count in (
+        heading = f"[bold]Rows not stored[/] ({report.unit} numbers of {report.file}):"
+        lines = [f"{report.unit} {e}" for e in report.errors]
+        print_errors(console, heading, lines, SHOWN_ERRORS)
+    counts = (
         ("rows read", report.rows),
         ("stored", report.created),
         ("duplicates (already stored)", report.duplicates),
         ("rejected (unknown or erased email)", report.rejected),
         ("invalid", report.invalid),
         ("leads created", report.leads_created),
-    ):
-        table.add_row(label, str(count))
-    console.print(table)
+    )
+    console.print(count_table("Events import", report.file, counts))
 
 
 @events_app.command("process")

@@ -166,3 +166,9 @@ def next_window_opening(at: datetime, window: SendWindow | None, zone: ZoneInfo)
 def _require_aware(value: datetime, name: str) -> None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+
+
+def retry_backoff(attempts: int) -> timedelta:
+    """1, 2, 4, 8 ... minutes after each failed attempt, at most an hour."""
+    # The same for mail and webhooks: a greylisting server asks again within the hour.
+    return timedelta(minutes=min(60, 2 ** max(0, attempts - 1)))

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.models import Lead
 from nurture.db.session import transaction
+from nurture.leads.rows import ImportAborted, RowError
 from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
 from nurture.lifecycle.loading import LifecycleConfigError
 from nurture.lifecycle.machine import Reason, ReasonKind
@@ -43,23 +44,6 @@ LEAD_COLUMNS = frozenset(name for name in LeadIn.model_fields if name != "attrib
 ROW_CONVENTION = "rows are numbered as in a spreadsheet: the header is row 1"
 STAGE_FIELD = "lifecycle_stage"
 ACTOR = "import"
-
-
-class ImportAborted(Exception):
-    """The file cannot be imported at all (nothing was written)."""
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One reason a row was skipped."""
-
-    row: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"row {self.row}: {self.field}" if self.field else f"row {self.row}"
-        return f"{where}: {self.message}"
 
 
 @dataclass

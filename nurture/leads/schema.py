@@ -65,12 +65,7 @@ class LeadIn(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _clean_text(cls, value: Any) -> Any:
-        # PostgreSQL refuses NUL in text; surrogates are bytes that were not UTF-8; a field
-        # that ends up in an email header (a name) must be one line.
-        if isinstance(value, str):
-            check_text(value)
-            check_line(value)
-        return value
+        return check_one_line(value)
 
     @field_validator("email")
     @classmethod
@@ -177,6 +172,16 @@ def check_line(value: str) -> None:
     found = _CONTROL.search(value)
     if found:
         raise ValueError(f"contains a line break or control character ({found.group()!r})")
+
+
+def check_one_line(value: Any) -> Any:
+    """A validator's input, unchanged: text is refused if not storable or not one line."""
+    # PostgreSQL refuses NUL in text; surrogates are bytes that were not UTF-8; a field
+    # that ends up in an email header (a name) must be one line.
+    if isinstance(value, str):
+        check_text(value)
+        check_line(value)
+    return value
 
 
 def normalize_email(value: str) -> str:

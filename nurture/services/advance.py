@@ -39,6 +39,7 @@ from nurture.core.engine import (
     WaitUntil,
     decide,
 )
+from nurture.core.timing import retry_backoff
 from nurture.db.models import Enrollment, Event, Lead, Message, Suppression
 from nurture.db.session import transaction
 from nurture.services.catalog import Catalog
@@ -715,11 +716,6 @@ def _move_enrollment(
         report.deferred[(enrollment.sequence_key, decision.step_id, "smtp temporary failure")] += 1
     else:
         _finish(enrollment, "exited", f"delivery failed: {error}"[:200], now)
-
-
-def retry_backoff(attempts: int) -> timedelta:
-    """1, 2, 4, 8 ... minutes, at most an hour: a greylisting server asks again within that."""
-    return timedelta(minutes=min(60, 2 ** max(0, attempts - 1)))
 
 
 def _suppress_bounced(session: Session, message: Message, error: str, now: datetime) -> None:

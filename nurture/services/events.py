@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Base, Event, Lead, Suppression
-from nurture.leads.schema import LeadIn, check_line, check_text, normalize_email
+from nurture.leads.schema import LeadIn, check_one_line, check_text, normalize_email
 from nurture.scoring.rules import ScoringRules
 from nurture.services.batches import one_of
 from nurture.services.erasure import email_hash
@@ -96,10 +96,7 @@ class EventIn(BaseModel):
     @field_validator("email", "url", "title", "dedupe_key", mode="before")
     @classmethod
     def _text(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            check_text(value)
-            check_line(value)
-        return value
+        return check_one_line(value)
 
     @field_validator("email")
     @classmethod

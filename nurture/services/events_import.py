@@ -16,13 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.session import transaction
+from nurture.leads import rows
+from nurture.leads.rows import ImportAborted
 from nurture.leads.schema import field_errors
 from nurture.scoring.rules import ScoringRules
 from nurture.services.events import EventIn, UnknownEmailPolicy, store_events
@@ -32,21 +34,11 @@ EVENT_FIELDS = frozenset(EventIn.model_fields)
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
-class ImportAborted(Exception):
-    """The file cannot be imported at all (nothing was written)."""
-
-
 @dataclass(frozen=True)
-class RowError:
+class RowError(rows.RowError):
     """Why one row was not stored."""
 
-    row: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.row}: {self.field}" if self.field else f"{self.row}"
-        return f"{where}: {self.message}"
+    prefix: ClassVar[str] = ""  # the caller says "line" or "row"
 
 
 @dataclass

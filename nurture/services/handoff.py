@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from nurture.core.timing import retry_backoff
 from nurture.db.models import (
     Event,
     Handoff,
@@ -560,11 +561,6 @@ def _settle(
         delivery.status = "pending"
         delivery.next_attempt_at = now + retry_backoff(delivery.attempts)
         report.retried += 1
-
-
-def retry_backoff(attempts: int) -> timedelta:
-    """1, 2, 4, 8 ... minutes after each failed attempt, at most an hour."""
-    return timedelta(minutes=min(60, 2 ** max(0, attempts - 1)))
 
 
 def http_post(
