@@ -22,26 +22,14 @@ from nurture.authoring.problems import Problem
 from nurture.authoring.schema import LifecycleStage, SequenceSpec
 from nurture.authoring.templates import ConditionError, compile_condition
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
+from nurture.core.vocabulary import ENGAGEMENT_EVENTS
 from nurture.lifecycle.config import LIFECYCLE_KIND, LifecycleSpec
 
 SCORING_KIND = "scoring"
 # The engine reads the funnel rules from this file of the sequences folder.
 LIFECYCLE_FILES = ("lifecycle.yaml", "lifecycle.yml")
 # The event vocabulary (CONTRACTS.md): what a fast-track trigger may count.
-KNOWN_EVENTS = frozenset(
-    {
-        "opened",
-        "clicked",
-        "page_visit",
-        "content_download",
-        "webinar_registered",
-        "webinar_attended",
-        "form_submitted",
-        "pricing_page_view",
-        "demo_requested",
-        "contact_sales_requested",
-    }
-)
+KNOWN_EVENTS = ENGAGEMENT_EVENTS
 
 
 class LifecycleConfigError(Exception):

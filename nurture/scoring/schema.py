@@ -24,28 +24,18 @@ from pydantic import (
 
 from nurture.authoring.schema import DurationText, JourneyStage
 from nurture.core.durations import Duration
+from nurture.core.vocabulary import (  # noqa: F401 - re-exported for scoring callers
+    DELIVERY_EVENTS,
+    EMAIL_EVENTS,
+    ENGAGEMENT_EVENTS,
+    KNOWN_EVENTS,
+    SITE_EVENTS,
+)
 
 SCORING_KIND = "scoring"
 DEFAULT_HALF_LIFE = "90d"
 MAX_RULE_NAME = 120  # the ledger's rule column
 
-# The one event vocabulary (see CONTRACTS.md): delivery events the engine writes, email
-# engagement, and behavior on the site.
-DELIVERY_EVENTS = ("sent", "deferred", "failed", "unknown", "bounced")
-EMAIL_EVENTS = ("opened", "clicked", "unsubscribed", "complained")
-SITE_EVENTS = (
-    "page_visit",
-    "content_download",
-    "webinar_registered",
-    "webinar_attended",
-    "form_submitted",
-    "pricing_page_view",
-    "demo_requested",
-    "contact_sales_requested",
-)
-KNOWN_EVENTS = (*DELIVERY_EVENTS, *EMAIL_EVENTS, *SITE_EVENTS)
-# What a person does (not what happens to their mail, and not opting out): resets silence.
-ENGAGEMENT_EVENTS = frozenset({"opened", "clicked", *SITE_EVENTS})
 
 RuleName = Annotated[
     str,

@@ -40,6 +40,7 @@ from nurture.core.engine import (
     decide,
 )
 from nurture.core.timing import retry_backoff
+from nurture.core.vocabulary import DELIVERY_EVENTS
 from nurture.db.models import Enrollment, Event, Lead, Message, Suppression
 from nurture.db.session import transaction
 from nurture.services.catalog import Catalog
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 # Messages that count towards the frequency cap: anything that may have reached the lead.
 CAPPED_STATUSES = ("sent", "sending", "unknown")
 # Event types that are the engine's own bookkeeping, not lead behavior.
-DELIVERY_EVENTS = ("sent", "deferred", "failed", "unknown", "bounced")
 # Enough hops for any sane sequence; a guard against a bug looping in one batch.
 MAX_DECISIONS_PER_RUN = 20
 # The position of an enrollment that sent its last step; no step has this id.

@@ -29,6 +29,7 @@ from sqlalchemy import ARRAY, Connection, String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from nurture.core.vocabulary import SITE_EVENTS
 from nurture.db.models import Base, Event, Lead, Suppression
 from nurture.leads.schema import LeadIn, check_one_line, check_text, normalize_email
 from nurture.scoring.rules import ScoringRules
@@ -38,16 +39,8 @@ from nurture.services.scoring import StoredEvent, refresh_fit
 
 # Site behavior the API takes. Delivery and email engagement events (sent, opened,
 # clicked, unsubscribed, ...) are written by the engine and the tracking endpoints only.
-API_EVENT_TYPES = (
-    "page_visit",
-    "content_download",
-    "webinar_registered",
-    "webinar_attended",
-    "form_submitted",
-    "pricing_page_view",
-    "demo_requested",
-    "contact_sales_requested",
-)
+API_EVENT_TYPES = SITE_EVENTS
+# Spelled out for pydantic and the OpenAPI enum; a test keeps it equal to SITE_EVENTS.
 EventType = Literal[
     "page_visit",
     "content_download",

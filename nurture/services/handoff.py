@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.core.timing import retry_backoff
+from nurture.core.vocabulary import SITE_EVENTS
 from nurture.db.models import (
     Event,
     Handoff,
@@ -56,17 +57,7 @@ NO_SECRET = (
 RETRYABLE_CODES = frozenset({408, 409, 425, 429})
 USER_AGENT = "Nurture-Webhook/1"
 # Events whose data carries the content the lead engaged with.
-CONTENT_EVENTS = (
-    "clicked",
-    "page_visit",
-    "content_download",
-    "webinar_registered",
-    "webinar_attended",
-    "form_submitted",
-    "pricing_page_view",
-    "demo_requested",
-    "contact_sales_requested",
-)
+CONTENT_EVENTS = ("clicked", *SITE_EVENTS)
 
 Poster = Callable[[str, bytes, dict[str, str], float], tuple[int | None, str]]
 Clock = Callable[[], datetime]
