@@ -16,6 +16,7 @@ from web_support import count
 from nurture.cli import app
 from nurture.db.models import Event, Lead
 from nurture.services.events_import import ImportAborted, import_events
+from nurture.services.scoring import rules_for
 
 JSONL = [
     '{"email": "ana@example.com", "type": "page_visit", "occurred_at": "2026-02-01T10:00:00Z",'
@@ -51,6 +52,7 @@ def run(db_url: str, path: Path, policy: str = "create") -> tuple[object, list[l
             default_timezone="UTC",
             process=processed.append,
             batch_size=3,
+            rules=rules_for(rt.settings),
         )
     finally:
         rt.close()

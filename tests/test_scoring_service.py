@@ -174,6 +174,27 @@ def test_caps_when_a_batch_spans_months_of_history(
         assert [p for _, p in ledger(s, other)] == [2, 2, 2]
 
 
+def test_caps_when_older_events_arrive_after_newer_ones(
+    session_factory: sessionmaker[Session], rules: ScoringRules
+) -> None:
+    """Late history counts what was counted before it, never what came after it."""
+    with transaction(session_factory) as s:
+        lead = add_lead(s)
+        first = [add_event(s, lead, at=T0 + timedelta(days=d), url=BLOG) for d in (0, 1, 10)]
+        # Day 2 fits under the cap (days 0 and 1 before it); day 3 is the fourth in its
+        # week; day 9's week (after day 2) holds nothing yet: day 10 came later.
+        late = [add_event(s, lead, at=T0 + timedelta(days=d), url=BLOG) for d in (9, 3, 2)]
+    now = T0 + timedelta(days=30)
+    for batch in (first, late):
+        with transaction(session_factory) as s:
+            score_events(s, batch, now, rules=rules)
+    with transaction(session_factory) as s:
+        query = select(ScoreEntry.event_id, ScoreEntry.points).where(ScoreEntry.lead_id == lead)
+        points = {event_id: value for event_id, value in s.execute(query)}
+    assert [points[i] for i in first] == [2, 2, 2]
+    assert [points[i] for i in late] == [2, 0, 2]
+
+
 def test_email_events_take_sequence_and_step_from_their_message(
     session_factory: sessionmaker[Session], rules: ScoringRules
 ) -> None:

@@ -1,13 +1,17 @@
-"""Statements about many rows at once: ids in chunks, and ``column IN (...)`` whose cost
-does not grow with the number of values on PostgreSQL."""
+"""Statements about many rows at once: ids in chunks, ``column IN (...)`` whose cost
+does not grow with the number of values on PostgreSQL, and a batch of rows passed to the
+database as one JSON parameter (to join against)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ARRAY, ColumnElement, any_, bindparam
+from sqlalchemy import ARRAY, JSON, ColumnElement, Text, any_, bindparam, cast, column, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import FromClause
 from sqlalchemy.types import TypeEngine
 
 # Values per statement: well below SQLite's and PostgreSQL's limits on bound parameters.
@@ -36,3 +40,43 @@ def one_of(
         return column.in_(values)
     array = ARRAY(item_type if item_type is not None else column.type)
     return column == any_(bindparam(None, values, type_=array))
+
+
+def json_rows(
+    session: Session,
+    columns: Sequence[tuple[str, TypeEngine[Any]]],
+    rows: Iterable[Sequence[Any]],
+) -> FromClause:
+    """``rows`` (tuples in the order of ``columns``) as a table to join against, passed as
+    one JSON parameter: the statement's text is the same whatever the number of rows (so
+    it is compiled, parsed and planned once), and the values are encoded in C instead of
+    being bound one by one. PostgreSQL reads it with ``json_to_recordset``; SQLite with
+    ``json_each``, the values in its storage form (datetimes as SQLAlchemy writes them,
+    so comparing them with stored ones compares like with like)."""
+    dialect = session.get_bind().dialect
+    encoders = [type_.dialect_impl(dialect).bind_processor(dialect) for _, type_ in columns]
+    encoded = [
+        [
+            value if encode is None else encode(value)
+            for encode, value in zip(encoders, row, strict=True)
+        ]
+        for row in rows
+    ]
+    if dialect.name == "postgresql":
+        names = [name for name, _ in columns]
+        document = json.dumps([dict(zip(names, row, strict=True)) for row in encoded], default=_iso)
+        records = func.json_to_recordset(cast(bindparam(None, document, type_=Text()), JSON()))
+        typed = (column(name, type_) for name, type_ in columns)
+        return records.table_valued(*typed).render_derived(with_types=True)
+    each = func.json_each(bindparam(None, json.dumps(encoded), type_=Text())).table_valued("value")
+    fields = [
+        func.json_extract(each.c.value, f"$[{i}]", type_=type_).label(name)
+        for i, (name, type_) in enumerate(columns)
+    ]
+    return select(*fields).select_from(each).subquery()
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

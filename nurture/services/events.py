@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import ARRAY, Connection, String, Table, bindparam, func, select
+from sqlalchemy import JSON, Connection, String, Table, Text, bindparam, cast, column, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -381,7 +381,7 @@ def insert_ignoring_conflicts(
         table = table.__table__
     column = table.c[conflict]
     if len(rows) > 1 and _dialect(session) == "postgresql":
-        statement = _unnest_insert(table, rows)
+        statement = _json_insert(table, rows)
         result = session.execute(statement.returning(table.c.id, column))
     else:
         statement = _insert(session, table).on_conflict_do_nothing()
@@ -389,21 +389,31 @@ def insert_ignoring_conflicts(
     return {value: int(row_id) for row_id, value in result}
 
 
-def _unnest_insert(table: Table, rows: Sequence[dict[str, Any]]) -> Any:
-    """``INSERT ... SELECT unnest(:column_1), ... ON CONFLICT DO NOTHING`` on PostgreSQL:
-    one array parameter per column. A multi-row VALUES with RETURNING would be a statement
-    of rows x columns parameters that the driver parses and the server plans every time."""
+def _json_insert(table: Table, rows: Sequence[dict[str, Any]]) -> Any:
+    """``INSERT ... SELECT * FROM json_to_recordset(:rows) ... ON CONFLICT DO NOTHING`` on
+    PostgreSQL: the rows travel as one JSON text (encoded in C by the json module, parsed
+    in C by the server), and the statement's text is the same whatever the batch size, so
+    psycopg parses it and the server plans it once. A multi-row VALUES is rows x columns
+    parameters that psycopg parses in Python for every batch; arrays per column
+    (``unnest``) are dumped value by value in Python."""
     names = list(rows[0])
-    arrays = [
-        func.unnest(
-            bindparam(
-                f"{name}_values", [row[name] for row in rows], type_=ARRAY(table.c[name].type)
-            )
-        ).label(name)
-        for name in names
-    ]
-    source = select(*arrays)
+    document = json.dumps(rows, default=_json_value, ensure_ascii=False)
+    records = (
+        func.json_to_recordset(cast(bindparam("rows", document, type_=Text()), JSON()))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(with_types=True)
+    )
+    source = select(*(records.c[name] for name in names))
     return postgresql.insert(table).from_select(names, source).on_conflict_do_nothing()
+
+
+def _json_value(value: Any) -> Any:
+    """Datetimes as ISO 8601 with their offset (as the AwareDateTime column wants them)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Nurture only stores aware datetimes")
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _dialect(session: Session | Connection) -> str:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, case, func, insert, literal, select, union_all, update
+from sqlalchemy import Integer, Row, Table, and_, case, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Event, Lead, Message, ScoreEntry
@@ -31,7 +31,7 @@ from nurture.scoring.core import (
 from nurture.scoring.loader import cached_rules, scoring_path
 from nurture.scoring.rules import FIT, EventFacts, ScoringRules
 from nurture.scoring.schema import ENGAGEMENT_EVENTS
-from nurture.services.batches import CHUNK, chunks, one_of
+from nurture.services.batches import chunks, json_rows, one_of
 from nurture.settings import Settings
 
 __all__ = [
@@ -50,11 +50,6 @@ __all__ = [
     "use_scoring_file",
 ]
 
-# Cap history is read for groups of events at most this far apart (a batch of history
-# spanning months would otherwise read every hit of its leads in those months).
-GROUP_SPAN = timedelta(days=14)
-# Groups of cap history read by one statement (SQLite allows 500 terms in a UNION).
-UNION_GROUPS = 50
 LEAD_FIELDS = (
     "email", "first_name", "last_name", "company", "title", "industry", "company_size",
     "country", "timezone", "locale", "persona", "journey_stage", "lifecycle_stage",
@@ -218,68 +213,82 @@ Prior = dict[int, dict[str, list[datetime]]]
 
 def _cap_history(session: Session, rules: ScoringRules, events: list[EventFacts]) -> Prior:
     """Earlier counted hits of the capped rules of these events, per lead, within the cap
-    windows before them."""
-    capped = {r.name: r for r in rules.capped}
-    windows: list[tuple[datetime, datetime, int]] = []
+    windows before them: one statement for the batch, whatever its size or time span."""
+    caps = _caps_by_type(rules, {event.type for event in events})
+    windows: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
     names: set[str] = set()
     for event in events:
-        spans = {r.name: r.cap_span for r in rules.for_event(event.type) if r.name in capped}
-        if spans and event.lead_id is not None:
-            widest = max(span or timedelta(0) for span in spans.values())
-            windows.append((event.occurred_at - widest, event.occurred_at, event.lead_id))
-            names.update(spans)
+        cap = caps.get(event.type)
+        if cap is not None and event.lead_id is not None:
+            widest, capped_names = cap
+            windows[event.lead_id].append((event.occurred_at - widest, event.occurred_at))
+            names.update(capped_names)
     prior: Prior = defaultdict(dict)
-    seen: set[int] = set()  # an entry may lie in the windows of two groups
-    for query in _history_queries(session, windows, sorted(names)):
-        for entry_id, lead_id, rule, at in session.execute(query):
-            if entry_id not in seen:
-                seen.add(entry_id)
-                prior[lead_id].setdefault(rule, []).append(at)
+    if not windows:
+        return prior
+    for lead_id, rule, at in session.execute(_history_query(session, windows, sorted(names))):
+        prior[lead_id].setdefault(rule, []).append(at)
     for by_rule in prior.values():
         for times in by_rule.values():
             times.sort()
     return prior
 
 
-def _history_queries(
-    session: Session, windows: list[tuple[datetime, datetime, int]], names: list[str]
-) -> Iterator[Any]:
-    """One query per group of windows close in time: live traffic is one group; a batch
-    of history spanning months is a few, so the whole ledger is not read for every batch.
-    The groups go to the database together, UNION ALL, up to UNION_GROUPS per statement."""
-    base = select(ScoreEntry.id, ScoreEntry.lead_id, ScoreEntry.rule, ScoreEntry.occurred_at)
-    base = base.where(
-        ScoreEntry.rule.in_(names), ScoreEntry.points != 0, ScoreEntry.event_id.is_not(None)
-    )
-    parts = [
-        base.where(
-            one_of(session, ScoreEntry.lead_id, sorted(leads)),
-            ScoreEntry.occurred_at > start,
-            ScoreEntry.occurred_at <= end,
+def _caps_by_type(
+    rules: ScoringRules, event_types: Iterable[str]
+) -> dict[str, tuple[timedelta, frozenset[str]]]:
+    """Per event type with capped rules: the widest cap window and those rules' names."""
+    capped = {r.name for r in rules.capped}
+    found = {}
+    for event_type in event_types:
+        spans = {r.name: r.cap_span for r in rules.for_event(event_type) if r.name in capped}
+        if spans:
+            widest = max(span or timedelta(0) for span in spans.values())
+            found[event_type] = (widest, frozenset(spans))
+    return found
+
+
+def _history_query(
+    session: Session, windows: dict[int, list[tuple[datetime, datetime]]], names: list[str]
+) -> Any:
+    """The counted hits of ``names`` in each lead's windows (``(start, end]``), the windows
+    merged where they overlap so that no hit is read twice. The windows go to the database
+    as one JSON parameter (a batch of history spanning months is one statement too), and
+    each is one range of the ledger index."""
+    spans = json_rows(
+        session,
+        [("lead_id", Integer()), ("after", SCORE_ENTRIES.c.occurred_at.type),
+         ("until", SCORE_ENTRIES.c.occurred_at.type)],
+        ((lead_id, start, end) for lead_id, lead_windows in windows.items()
+         for start, end in _merged(lead_windows)),
+    )  # fmt: skip
+    entries = ScoreEntry.__table__.c
+    return (
+        select(entries.lead_id, entries.rule, entries.occurred_at)
+        .select_from(spans)
+        .join(
+            SCORE_ENTRIES,
+            and_(
+                entries.lead_id == spans.c.lead_id,
+                entries.occurred_at > spans.c.after,
+                entries.occurred_at <= spans.c.until,
+            ),
         )
-        for start, end, leads in _groups(sorted(windows))
-    ]
-    for some in chunks(parts, UNION_GROUPS):
-        yield some[0] if len(some) == 1 else union_all(*some)
+        .where(entries.rule.in_(names), entries.points != 0, entries.event_id.is_not(None))
+    )
 
 
-def _groups(
-    windows: list[tuple[datetime, datetime, int]],
-) -> Iterator[tuple[datetime, datetime, set[int]]]:
-    """Windows (sorted by start) gathered into groups spanning at most GROUP_SPAN (or two
-    of the longest window)."""
-    span = max([GROUP_SPAN, *(2 * (end - start) for start, end, _ in windows)])
-    group: tuple[datetime, datetime, set[int]] | None = None
-    for start, end, lead in windows:
-        if group and end - group[0] <= span and len(group[2]) < CHUNK:
-            group[2].add(lead)
-            group = (group[0], max(group[1], end), group[2])
+def _merged(windows: list[tuple[datetime, datetime]]) -> Iterator[tuple[datetime, datetime]]:
+    """Half-open windows ``(start, end]`` merged where they overlap or touch."""
+    ordered = sorted(windows)
+    start, end = ordered[0]
+    for next_start, next_end in ordered[1:]:
+        if next_start <= end:
+            end = max(end, next_end)
             continue
-        if group:
-            yield group
-        group = (start, end, {lead})
-    if group:
-        yield group
+        yield start, end
+        start, end = next_start, next_end
+    yield start, end
 
 
 def _event_hits(

@@ -63,12 +63,12 @@ _MESSAGE = (
 )
 
 
-def _in_ids(column: Any, postgresql: bool) -> Any:
+def _in_ids(column: Any, postgresql: bool, name: str = "ids") -> Any:
     # PostgreSQL: "= ANY(array)" keeps the SQL the same whatever the batch size, so the
     # driver prepares it once; an expanding IN list is new SQL (parsed, planned) each time.
     if postgresql:
-        return column == any_(bindparam("ids", type_=ARRAY(Integer)))
-    return column.in_(bindparam("ids", expanding=True))
+        return column == any_(bindparam(name, type_=ARRAY(Integer)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 @dataclass(frozen=True)
@@ -94,15 +94,16 @@ def _statements(dialect: str) -> _Statements:
         # writers are serialized anyway), so a scanner's parallel clicks see each other.
         messages_for_clicks=messages.with_for_update(of=Message),
         links=select(Link.message_id, Link.position, Link.url).where(_in_ids(Link.message_id, pg)),
+        # The leads too, though the messages name them: with them, ix_events_lead_type_time
+        # answers all three conditions, so no plan (PostgreSQL's generic plan of a new,
+        # unanalyzed table included) scans the index for every recent click of anyone.
         clicks=select(Event.id, Event.message_id, Event.data, Event.occurred_at).where(
+            _in_ids(Event.lead_id, pg, "leads"),
             _in_ids(Event.message_id, pg),
             Event.type == "clicked",
             Event.occurred_at >= bindparam("since"),
         ),
     )
-
-
-_INSERT_EVENTS = insert(Event).returning(Event.id, sort_by_parameter_order=True)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def record_hits(
     messages = _messages(conn, requests)
     clicked = sorted({r.message_id for r in requests if r.kind == "clicked"} & set(messages))
     links = _links(conn, clicked)
-    earlier = _earlier_clicks(conn, clicked, requests, rules)
+    earlier = _earlier_clicks(conn, [messages[m] for m in clicked], requests, rules)
     rows: list[dict[str, Any]] = []
     outcomes: list[HitOutcome | int] = []  # an int: the index of the row to insert
     bots: dict[int, str] = {}  # stored events that turn out to be a scanner's
@@ -339,15 +340,21 @@ def _links(conn: Connection, message_ids: list[int]) -> dict[int, dict[int, str]
 
 
 def _earlier_clicks(
-    conn: Connection, message_ids: list[int], requests: Sequence[HitRequest], rules: BotRules
+    conn: Connection,
+    messages: list[_MessageRow],
+    requests: Sequence[HitRequest],
+    rules: BotRules,
 ) -> dict[int, list[_Click]]:
-    """The stored clicks that can still form a burst with this batch's clicks."""
+    """The stored clicks that can still form a burst with this batch's clicks (on
+    ``messages``)."""
     found: dict[int, list[_Click]] = {}
-    if not message_ids or rules.burst_seconds <= 0:
+    if not messages or rules.burst_seconds <= 0:
         return found
     since = min(r.hit.at for r in requests) - timedelta(seconds=rules.burst_seconds)
     statement = _statements(conn.dialect.name).clicks
-    rows = conn.execute(statement, {"ids": message_ids, "since": since})
+    leads = sorted({message.lead_id for message in messages})
+    ids = [message.id for message in messages]
+    rows = conn.execute(statement, {"leads": leads, "ids": ids, "since": since})
     for event_id, message_id, data, at in rows:
         position = int((data or {}).get("position", 0))
         found.setdefault(message_id, []).append(_Click(position, at, event_id=event_id))
@@ -355,10 +362,12 @@ def _earlier_clicks(
 
 
 def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    if not rows:
-        return []
-    result = conn.execute(_INSERT_EVENTS, rows)
-    return [int(event_id) for event_id in result.scalars()]
+    """The new events' ids, in the order of ``rows``. Every hit has a dedupe key of its own,
+    so ids are matched back by key: one statement of the same text whatever the batch size
+    on PostgreSQL (a multi-row VALUES is new SQL for every size, which psycopg parses in
+    Python and the server plans each time: milliseconds a batch)."""
+    ids = insert_ignoring_conflicts(conn, Event, rows, conflict="dedupe_key")
+    return [ids[row["dedupe_key"]] for row in rows]
 
 
 def mark_not_human(conn: Connection | Session, event_ids: Sequence[int], reason: str) -> None:
