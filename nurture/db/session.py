@@ -3,6 +3,8 @@ from settings (see :mod:`nurture.bootstrap`)."""
 
 from __future__ import annotations
 
+import math
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +37,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    try:  # SQLite's math functions (score ceilings decay with power()) may be left out
+        cursor.execute("SELECT power(2, 0.5)")
+    except sqlite3.OperationalError:
+        dbapi_conn.create_function("power", 2, math.pow, deterministic=True)
     cursor.close()
 
 

@@ -14,10 +14,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Integer, Row, Table, and_, case, func, insert, literal, select, update
+from sqlalchemy import (
+    Integer,
+    Row,
+    Table,
+    and_,
+    case,
+    extract,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from nurture.db.models import Event, Lead, Message, ScoreEntry
+from nurture.db.models import AwareDateTime, Event, Lead, Message, ScoreEntry
 from nurture.scoring.core import (
     PROFILE,
     Hit,
@@ -55,10 +67,8 @@ LEAD_FIELDS = (
     "country", "timezone", "locale", "persona", "journey_stage", "lifecycle_stage",
 )  # fmt: skip
 
-# score_ceilings: decay is bounded in steps of a quarter half-life, over 6 half-lives.
-CEILING_STEPS = 4
-CEILING_HALF_LIVES = 6
-# What summing floats in another order might differ by, and then some.
+# score_ceilings: what the database's floats (another order of summing, its own power())
+# might differ by from the core's, and then some.
 CEILING_SLACK = 0.01
 
 SCORE_ENTRIES = cast(Table, ScoreEntry.__table__)
@@ -424,20 +434,18 @@ def score_ceilings(
     cannot reach it, so its exact score (every ledger row read and decayed here) is not
     needed to know that.
 
-    Every positive entry counts with the largest weight decay allows for its age
-    (0.5 ** (k / CEILING_STEPS) for an age of at least k steps of the half-life); negative
-    entries and silence only lower a score; each rule's rounding to cents adds at most
-    half a cent. A fit rule may hold when the lead has a non-zero fit entry for it."""
+    The database sums every entry decayed as the core decays it; each rule's rounding to
+    cents can add at most half a cent, silence rules only lower a score, and CEILING_SLACK
+    covers the floats. A fit rule may hold when the lead has a non-zero fit entry for it."""
     rules = rules if rules is not None else active_rules()
-    weight = _ceiling_weight(at, rules.half_life)
-    positive = case((ScoreEntry.points > 0, ScoreEntry.points), else_=0.0)
+    weight = case((ScoreEntry.decays.is_(False), 1.0), else_=_decay(session, at, rules.half_life))
     totals: dict[int, float] = dict.fromkeys(lead_ids, 0.0)
     fit: dict[int, set[str]] = defaultdict(set)
     for chunk in chunks(sorted(set(lead_ids))):
         in_chunk = (one_of(session, ScoreEntry.lead_id, chunk), ScoreEntry.occurred_at <= at)
         query = select(
             ScoreEntry.lead_id,
-            func.sum(positive * weight),
+            func.sum(ScoreEntry.points * weight),
             func.count(func.distinct(ScoreEntry.rule)),
         )
         for lead_id, total, rule_count in session.execute(
@@ -452,27 +460,17 @@ def score_ceilings(
     return {lead_id: Ceiling(totals[lead_id], frozenset(fit[lead_id])) for lead_id in lead_ids}
 
 
-def _ceiling_weight(at: datetime, half_life: timedelta) -> Any:
-    """The weight of an entry in :func:`score_ceilings`: 1 for non-decaying entries;
-    0.5 ** (k / STEPS) for a decaying one k whole steps old, k at most STEPS * HALF_LIVES
-    (older ones count as that old): never less than its decayed value."""
-    step = half_life / CEILING_STEPS
-    last = CEILING_STEPS * CEILING_HALF_LIVES
-    # After cutoffs[k]: less than k steps old.
-    cutoffs = [at - k * step for k in range(last + 1)]
-    return case((ScoreEntry.decays.is_(False), 1.0), else_=_age_weight(cutoffs, 0, last))
-
-
-def _age_weight(cutoffs: list[datetime], low: int, high: int) -> Any:
-    """The weight of an entry between ``low`` and ``high`` steps old: a binary search on
-    its time, so each row takes a handful of comparisons, not one per step."""
-    if low == high:
-        return literal(0.5 ** (low / CEILING_STEPS))
-    middle = (low + high + 1) // 2
-    return case(
-        (ScoreEntry.occurred_at > cutoffs[middle], _age_weight(cutoffs, low, middle - 1)),
-        else_=_age_weight(cutoffs, middle, high),
-    )
+def _decay(session: Session, at: datetime, half_life: timedelta) -> Any:
+    """What a decaying entry is worth at ``at``, per point, in SQL: halved every
+    ``half_life`` of age, future entries in full (as ``nurture.scoring.core.decayed``)."""
+    days = half_life / timedelta(days=1)
+    if session.get_bind().dialect.name == "postgresql":
+        seconds = extract("epoch", literal(at, AwareDateTime()) - ScoreEntry.occurred_at)
+        return func.power(0.5, func.greatest(seconds / 86400.0, 0.0) / days)
+    # SQLite: julianday() reads the stored text; power() is SQLite's math function (or
+    # Python's, registered by nurture.db.session where SQLite was built without them).
+    age = func.julianday(literal(at, AwareDateTime())) - func.julianday(ScoreEntry.occurred_at)
+    return func.power(0.5, func.max(age, 0.0) / days)
 
 
 class _Entry(NamedTuple):
