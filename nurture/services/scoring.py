@@ -226,17 +226,15 @@ def _cap_history(session: Session, rules: ScoringRules, events: list[EventFacts]
     windows before them: one statement for the batch, whatever its size or time span."""
     caps = _caps_by_type(rules, {event.type for event in events})
     windows: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
-    names: set[str] = set()
     for event in events:
         cap = caps.get(event.type)
         if cap is not None and event.lead_id is not None:
-            widest, capped_names = cap
-            windows[event.lead_id].append((event.occurred_at - widest, event.occurred_at))
-            names.update(capped_names)
+            windows[event.lead_id].append((event.occurred_at - cap[0], event.occurred_at))
     prior: Prior = defaultdict(dict)
     if not windows:
         return prior
-    for lead_id, rule, at in session.execute(_history_query(session, windows, sorted(names))):
+    names = sorted(set().union(*(capped for _, capped in caps.values())))
+    for lead_id, rule, at in session.execute(_history_query(session, windows, names)):
         prior[lead_id].setdefault(rule, []).append(at)
     for by_rule in prior.values():
         for times in by_rule.values():
