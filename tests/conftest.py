@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nurture.db.migrate import upgrade
 from nurture.db.models import Base
 from nurture.db.session import make_engine, make_session_factory
+from nurture.services.scoring import use_scoring_file
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -42,6 +43,15 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{message} (CI=true: the {name} tests must run)")
     pytest.skip(f"{message}; start it to run these tests")
+
+
+@pytest.fixture(autouse=True)
+def _no_scoring_file_left_behind() -> Iterator[None]:
+    """A test that picks a scoring file (``use_scoring_file``) picks it for itself only:
+    each test starts with the rules of its settings' sequences folder."""
+    use_scoring_file(None)
+    yield
+    use_scoring_file(None)
 
 
 @pytest.fixture(scope="session")

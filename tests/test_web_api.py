@@ -9,13 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from engine_support import MONDAY, add_lead
+from engine_support import MONDAY, REPO_ROOT, add_lead
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from web_support import API_KEY, AUTH, OTHER_KEY, Clock, Web, client_for, count, web_runtime
 
-from nurture.db.models import Event, Lead, ScoreEntry
+from nurture.db.models import Event, Lead, ScoreEntry, StageChange
 from nurture.delivery.transports import MemoryTransport
+from nurture.services.scoring import use_scoring_file
 
 try:
     from fastapi.routing import iter_route_contexts
@@ -274,7 +275,12 @@ def test_unknown_emails_create_leads_by_default(web: Web) -> None:
     assert response.status_code == 201
     with web.rt.sessions() as session:
         lead = session.scalars(select(Lead)).one()
+        history = session.scalars(select(StageChange).where(StageChange.lead_id == lead.id))
+        (first,) = history.all()
     assert lead.email == "Fresh@example.com" and response.json()["lead_id"] == lead.id
+    # Its stage history starts like any lead's: from none, saying where it came from.
+    assert (first.from_stage, first.to_stage, first.actor) == ("", lead.lifecycle_stage, "events")
+    assert first.reason_detail == "created by an event for an unknown email"
 
 
 def test_unknown_emails_can_be_rejected(db_url: str) -> None:
@@ -295,7 +301,13 @@ def test_unknown_emails_can_be_rejected(db_url: str) -> None:
         assert count(web.rt, Lead) == 1 and count(web.rt, Event) == 1
 
 
-def test_get_lead_shows_score_breakdown_and_timeline(web: Web) -> None:
+@pytest.fixture
+def shipped_scoring() -> None:
+    """The shipped scoring.yaml (the fixture sequences have none); reset after the test."""
+    use_scoring_file(REPO_ROOT / "sequences" / "scoring.yaml")
+
+
+def test_get_lead_shows_score_breakdown_and_timeline(web: Web, shipped_scoring: None) -> None:
     lead_id = add_lead(web.rt, "sam@example.com", enrolled=False)
     for key, kind in (("a", "pricing_page_view"), ("b", "demo_requested")):
         post(web, "/api/v1/events", event(dedupe_key=key, type=kind))
@@ -314,7 +326,9 @@ def test_get_lead_shows_score_breakdown_and_timeline(web: Web) -> None:
     assert web.client.get("/api/v1/leads/999", headers=AUTH).status_code == 404
 
 
-def test_api_events_are_scored_in_the_transaction_that_stores_them(web: Web) -> None:
+def test_api_events_are_scored_in_the_transaction_that_stores_them(
+    web: Web, shipped_scoring: None
+) -> None:
     add_lead(web.rt, "sam@example.com", enrolled=False)
     body = {"events": [event(dedupe_key=k, type="pricing_page_view") for k in "abc"]}
     assert post(web, "/api/v1/events", body).json()["created"] == 3

@@ -64,7 +64,9 @@ def json_rows(
     ]
     if dialect.name == "postgresql":
         names = [name for name, _ in columns]
-        document = json.dumps([dict(zip(names, row, strict=True)) for row in encoded], default=_iso)
+        document = json.dumps(
+            [dict(zip(names, row, strict=True)) for row in encoded], default=json_value
+        )
         records = func.json_to_recordset(cast(bindparam(None, document, type_=Text()), JSON()))
         typed = (column(name, type_) for name, type_ in columns)
         return records.table_valued(*typed).render_derived(with_types=True)
@@ -76,7 +78,12 @@ def json_rows(
     return select(*fields).select_from(each).subquery()
 
 
-def _iso(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """``json.dumps``'s ``default`` for rows sent as JSON: aware datetimes as ISO 8601 with
+    their offset (what PostgreSQL's timestamptz reads), naive ones refused as the
+    AwareDateTime columns refuse them."""
     if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Nurture only stores aware datetimes")
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")

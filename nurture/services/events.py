@@ -32,9 +32,11 @@ from sqlalchemy.orm import Session
 from nurture.core.vocabulary import SITE_EVENTS
 from nurture.db.models import Base, Event, Lead, Suppression
 from nurture.leads.schema import LeadIn, check_one_line, check_text, normalize_email
+from nurture.lifecycle.machine import Reason, ReasonKind
 from nurture.scoring.rules import ScoringRules
-from nurture.services.batches import one_of
+from nurture.services.batches import json_value, one_of
 from nurture.services.erasure import email_hash
+from nurture.services.lifecycle import record_entries
 from nurture.services.scoring import StoredEvent, refresh_fit
 
 # Site behavior the API takes. Delivery and email engagement events (sent, opened,
@@ -59,6 +61,8 @@ MAX_BATCH = 5000
 FUTURE_SKEW = timedelta(minutes=5)
 MAX_DEDUPE_KEY = 190  # stored with the "api:" prefix in a 200-character column
 MAX_PROPERTIES_BYTES = 16_000
+# Who the stage history says created a lead that arrived with its first event.
+ACTOR = "events"
 
 
 class EventIn(BaseModel):
@@ -338,7 +342,19 @@ def _resolve_leads(
     found.update(_lead_ids(session, unknown))  # also those another request just created
     # Profile rules (a free-mail domain, say) apply to a lead from its first event on.
     refresh_fit(session, sorted(created.values()), now, rules=rules)
+    _record_first_stages(session, sorted(created.values()), now, rules)
     return found
+
+
+def _record_first_stages(
+    session: Session, lead_ids: Sequence[int], now: datetime, rules: ScoringRules | None
+) -> None:
+    """A lead created by an event starts its stage history like any other (from none)."""
+    if not lead_ids:
+        return
+    reason = Reason(ReasonKind.api, "created by an event for an unknown email", {"source": "event"})
+    leads = session.scalars(select(Lead).where(one_of(session, Lead.id, lead_ids)))
+    record_entries(session, [(lead, reason) for lead in leads], ACTOR, now, rules)
 
 
 def _lead_ids(session: Session, emails: Sequence[str]) -> list[tuple[str, int]]:
@@ -397,7 +413,7 @@ def _json_insert(table: Table, rows: Sequence[dict[str, Any]]) -> Any:
     parameters that psycopg parses in Python for every batch; arrays per column
     (``unnest``) are dumped value by value in Python."""
     names = list(rows[0])
-    document = json.dumps(rows, default=_json_value, ensure_ascii=False)
+    document = json.dumps(rows, default=json_value, ensure_ascii=False)
     records = (
         func.json_to_recordset(cast(bindparam("rows", document, type_=Text()), JSON()))
         .table_valued(*(column(name, table.c[name].type) for name in names))
@@ -405,15 +421,6 @@ def _json_insert(table: Table, rows: Sequence[dict[str, Any]]) -> Any:
     )
     source = select(*(records.c[name] for name in names))
     return postgresql.insert(table).from_select(names, source).on_conflict_do_nothing()
-
-
-def _json_value(value: Any) -> Any:
-    """Datetimes as ISO 8601 with their offset (as the AwareDateTime column wants them)."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: Nurture only stores aware datetimes")
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _dialect(session: Session | Connection) -> str:
