@@ -26,6 +26,7 @@ import io
 import os
 import pstats
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +52,10 @@ from nurture.settings import load_settings  # noqa: E402
 
 GOAL = 0.3
 API_KEY = "bench-ingest-key"
+# --worker: a Redis database of its own (flushed), and the worker's secret key.
+DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
+WORKER_SECRET = "bench-ingest-worker-secret-key"
+WORKER_LOG = Path(tempfile.gettempdir()) / "nurture-bench-ingest-worker.log"
 SITE = "https://www.ledgerline.example"
 # (type, weight, url paths, content stage): what a B2B site sends, most of it page views.
 MIX: list[tuple[str, int, list[str], str]] = [
@@ -82,7 +87,10 @@ def main() -> int:
     batches = [events[i : i + args.batch] for i in range(0, len(events), args.batch)]
     print(f"{len(events):,} events of {len(leads):,} leads, batches of {args.batch:,}")
     with _database(args.db, "plain") as plain_url, _database(args.db, "api") as api_url:
-        plain, api = _run(plain_url, api_url, leads, batches, now, args.profile)
+        if args.worker:
+            plain, api = _run_with_worker(plain_url, api_url, leads, batches, now, args.broker)
+        else:
+            plain, api = _run(plain_url, api_url, leads, batches, now, args.profile)
     return _report(len(events), plain, api)
 
 
@@ -96,6 +104,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the API handlers (store + pipeline)"
     )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="production topology: the API with a broker, one Celery worker scoring",
+    )
+    parser.add_argument("--broker", default=DEFAULT_BROKER, help="Redis URL for --worker")
     return parser.parse_args()
 
 
@@ -198,13 +212,15 @@ class _Plain:
 class _Api:
     """The API path: ``POST /api/v1/events`` batches through the real app, in process."""
 
-    def __init__(self, url: str, leads: list[dict[str, Any]], now: datetime) -> None:
+    def __init__(
+        self, url: str, leads: list[dict[str, Any]], now: datetime, broker: str = ""
+    ) -> None:
         from fastapi.testclient import TestClient
 
         from nurture.web.app import create_app
 
         os.environ["NURTURE_DATABASE_URL"] = url
-        settings = load_settings(database_url=url, api_keys=API_KEY, broker_url="")
+        settings = load_settings(database_url=url, api_keys=API_KEY, broker_url=broker)
         self.runtime = build_runtime(settings)
         _seed_leads(self.runtime.engine, leads, now)
         self.client = TestClient(create_app(self.runtime))
@@ -256,6 +272,74 @@ def _run(
     finally:
         plain.engine.dispose()
         api.close()
+
+
+def _run_with_worker(
+    plain_url: str,
+    api_url: str,
+    leads: list[dict[str, Any]],
+    batches: list[list[dict[str, Any]]],
+    now: datetime,
+    broker: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The baseline alone first, then the API as production runs it: the web process
+    stores each batch and queues it on the ``events`` queue of ``broker``; one Celery
+    worker process (``--pool solo``) scores it and runs the funnel. The API's time runs
+    from the first request to the moment no stored event is left unscored. (The paths
+    cannot take turns here: the worker would be scoring while the baseline runs.)"""
+    import redis
+
+    redis.Redis.from_url(broker).flushdb()
+    plain = _Plain(plain_url, leads, now)
+    clock = [0.0, 0.0]
+    for batch in batches:
+        _timed(clock, plain.send, plain.rows(batch))
+    plain_result = {"seconds": clock[0], "cpu": clock[1], **_counts(plain.engine)}
+    plain.engine.dispose()
+    worker = _start_worker(api_url, broker)
+    api = _Api(api_url, leads, now, broker)
+    try:
+        start = time.perf_counter()
+        for batch in batches:
+            api.send(batch)
+        stored = time.perf_counter() - start
+        while _counts(api.runtime.engine)["unscored"]:
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker stopped; see {WORKER_LOG}")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        print(f"API stored every batch after {stored:.2f} s; the worker scored the last "
+              f"event at {elapsed:.2f} s")  # fmt: skip
+        api_result = {"seconds": elapsed, "cpu": None, "parts": {}}  # two processes
+        api_result.update(api_created=api.created, **_counts(api.runtime.engine))
+        return plain_result, api_result
+    finally:
+        api.close()
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def _start_worker(url: str, broker: str) -> subprocess.Popen[bytes]:
+    """A Celery worker on the events queue, ready (its log: WORKER_LOG)."""
+    env = {
+        **os.environ,
+        "NURTURE_DATABASE_URL": url,
+        "NURTURE_BROKER_URL": broker,
+        "NURTURE_SECRET_KEY": WORKER_SECRET,
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "nurture.worker", "worker", "-Q", "events",
+        "--pool", "solo", "--loglevel", "INFO",
+    ]  # fmt: skip
+    log = WORKER_LOG
+    with log.open("wb") as out:
+        worker = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "ready." not in log.read_text(errors="replace"):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not start; see {log}")
+        time.sleep(0.2)
+    return worker
 
 
 def _timed(clock: list[float], send: Callable[[Any], None], batch: Any) -> None:
@@ -334,7 +418,7 @@ def _report(expected: int, plain: dict[str, Any], api: dict[str, Any]) -> int:
     )
     print(
         f"API batches + scoring:  {api_rate:10,.0f} events/s ({api['seconds']:.2f} s, "
-        f"CPU {api['cpu']:.2f} s)"
+        + (f"CPU {api['cpu']:.2f} s)" if api["cpu"] is not None else "web and worker)")
     )
     for label, seconds in api["parts"].items():
         print(f"  of which {label}: {seconds:.2f} s ({expected / seconds:,.0f} events/s)")
