@@ -17,6 +17,7 @@ from sqlalchemy import Engine, event, insert, select
 from nurture.bootstrap import Runtime
 from nurture.db.models import Event, Lead, ScoreEntry, StageChange
 from nurture.db.session import transaction
+from nurture.scoring.rules import ScoringRules
 from nurture.services import scoring
 from nurture.services.lifecycle import assess_lead, evaluate_leads
 from nurture.services.scoring import lead_score, lead_scores, score_ceilings, score_events
@@ -207,3 +208,22 @@ def test_a_ceiling_is_never_below_the_score(rt: Runtime) -> None:
         lines = [line for line in scores[lead_id].entries if line.rule != "long_silence"]
         rounding = 0.005 * len(lines) + 0.005 * len({line.rule for line in lines}) + 0.011
         assert ceilings[lead_id].total <= sum(line.decayed for line in lines) + rounding
+
+
+def test_a_ceiling_of_an_entry_a_thousand_half_lives_old(rt: Runtime) -> None:
+    """PostgreSQL's power() fails on underflow: very old history (a short half-life, an
+    imported past) still gets a ceiling, on both databases."""
+    lead_id = add_lead(rt, "old@acme.example", MONDAY, enrolled=False)
+    old = {"lead_id": lead_id, "event_id": None, "category": "engagement", "decays": True}
+    rows = [
+        {**old, "rule": "a", "points": 10.0, "occurred_at": NOW - timedelta(days=800)},
+        {**old, "rule": "b", "points": -5.0, "occurred_at": NOW - timedelta(days=900)},
+        {**old, "rule": "c", "points": 4.0, "occurred_at": NOW - timedelta(hours=12)},
+    ]
+    rules = ScoringRules.build(timedelta(hours=12))  # 1,600 and 1,800 half-lives old
+    with transaction(rt.sessions) as session:
+        session.execute(insert(ScoreEntry), [{**r, "created_at": NOW, "detail": ""} for r in rows])
+        ceiling = score_ceilings(session, [lead_id], NOW, rules=rules)[lead_id]
+        score = lead_scores(session, [lead_id], NOW, rules=rules)[lead_id]
+    assert score.engagement == 2.0  # the two old entries are worth nothing any more
+    assert score.total <= ceiling.total <= score.total + 0.03

@@ -70,6 +70,9 @@ LEAD_FIELDS = (
 # score_ceilings: what the database's floats (another order of summing, its own power())
 # might differ by from the core's, and then some.
 CEILING_SLACK = 0.01
+# Ages beyond this many half-lives decay no further in SQL: PostgreSQL raises an underflow
+# error for 0.5 ** 1076; 0.5 ** 1000 (1e-301 a point) changes no bound by a cent.
+MAX_HALVINGS = 1000.0
 
 SCORE_ENTRIES = cast(Table, ScoreEntry.__table__)
 
@@ -464,11 +467,12 @@ def _decay(session: Session, at: datetime, half_life: timedelta) -> Any:
     days = half_life / timedelta(days=1)
     if session.get_bind().dialect.name == "postgresql":
         seconds = extract("epoch", literal(at, AwareDateTime()) - ScoreEntry.occurred_at)
-        return func.power(0.5, func.greatest(seconds / 86400.0, 0.0) / days)
+        halvings = func.least(func.greatest(seconds / 86400.0, 0.0) / days, MAX_HALVINGS)
+        return func.power(0.5, halvings)
     # SQLite: julianday() reads the stored text; power() is SQLite's math function (or
     # Python's, registered by nurture.db.session where SQLite was built without them).
     age = func.julianday(literal(at, AwareDateTime())) - func.julianday(ScoreEntry.occurred_at)
-    return func.power(0.5, func.max(age, 0.0) / days)
+    return func.power(0.5, func.min(func.max(age, 0.0) / days, MAX_HALVINGS))
 
 
 class _Entry(NamedTuple):
