@@ -4,7 +4,7 @@ against a baseline that sends N pre-serialized messages with smtplib over one co
     .venv/bin/python bench/send.py [--n 10000] [--db URL] [--batch-size 500] [--profile]
                                    [--workers K]
 
-The pipeline phase is ``nurture.services.ticks.tick`` run until nothing is due: claim, load,
+The pipeline phase is ``nurture.jobs.tick.tick`` run until nothing is due: claim, load,
 decide, claim the message rows (committed), render, build, SMTP over one connection per batch,
 record the outcomes; with ``--workers K``, in K processes at once, as K Celery workers would.
 Both phases also report the CPU time the sending process(es) used per message.
@@ -47,12 +47,17 @@ sys.path.insert(0, str(ROOT))
 
 from nurture.authoring.templates import lead_fields  # noqa: E402
 from nurture.bootstrap import Runtime, build_runtime  # noqa: E402
-from nurture.core.engine import SendEmail  # noqa: E402
 from nurture.db.migrate import upgrade  # noqa: E402
 from nurture.db.models import Enrollment, Lead, Message  # noqa: E402
 from nurture.db.session import make_engine  # noqa: E402
-from nurture.delivery import mime, transports  # noqa: E402
-from nurture.services import advance, sending, ticks  # noqa: E402
+from nurture.delivery import (  # noqa: E402
+    mime,
+    sending,
+    transports,
+)
+from nurture.jobs import tick as ticks  # noqa: E402
+from nurture.sequences import advance  # noqa: E402
+from nurture.sequences.engine import SendEmail  # noqa: E402
 from nurture.settings import Settings, load_settings  # noqa: E402
 
 GOAL = 0.5

@@ -96,7 +96,7 @@ def seed(url: str, count: int, base_url: str) -> list[str]:
 
     from nurture.db.models import Enrollment, Lead, Link, Message
     from nurture.db.session import make_engine
-    from nurture.tokens import click_url, open_url
+    from nurture.tracking.tokens import click_url, open_url
 
     # Sent a day ago: no "too soon after the send" verdicts in the measured phase.
     sent_at = datetime.now(UTC) - timedelta(days=1)

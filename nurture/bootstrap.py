@@ -11,14 +11,14 @@ from functools import lru_cache
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.authoring.catalog import load_sequences
 from nurture.authoring.problems import Problem
 from nurture.authoring.templates import TemplateRenderer
-from nurture.core.caps import FrequencyCap
 from nurture.core.durations import parse_duration
 from nurture.db.session import make_engine, make_session_factory, transaction
 from nurture.delivery.transports import Transport, make_transport
-from nurture.services.catalog import Catalog, publish
+from nurture.sequences.caps import FrequencyCap
+from nurture.sequences.catalog import Catalog, publish
+from nurture.sequences.loading import load_sequences
 from nurture.settings import Settings
 
 

@@ -14,11 +14,11 @@ from sqlalchemy.exc import OperationalError
 
 from nurture.bootstrap import Runtime, build_runtime
 from nurture.db.session import transaction
-from nurture.services.advance import process_claims
-from nurture.services.lifecycle import deliver_notifications
-from nurture.services.pipeline import process_events
-from nurture.services.scheduler import Claim
-from nurture.services.ticks import dispatch_due
+from nurture.funnel.stages import deliver_notifications
+from nurture.jobs.events import process_events
+from nurture.jobs.tick import dispatch_due
+from nurture.sequences.advance import process_claims
+from nurture.sequences.claims import Claim
 from nurture.settings import Settings, load_settings, require_secret_key
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nurture.db.migrate import upgrade
 from nurture.db.models import Base
 from nurture.db.session import make_engine, make_session_factory
-from nurture.services.scoring import use_scoring_file
+from nurture.scoring.ledger import use_scoring_file
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

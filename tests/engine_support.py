@@ -15,9 +15,9 @@ from nurture.bootstrap import Runtime, build_runtime
 from nurture.db.models import Enrollment, Event, Lead, Message
 from nurture.db.session import transaction
 from nurture.delivery.transports import Transport
-from nurture.services.advance import BatchReport
-from nurture.services.enrollment import enroll
-from nurture.services.ticks import tick
+from nurture.jobs.tick import tick
+from nurture.sequences.advance import BatchReport
+from nurture.sequences.enrollment import enroll
 from nurture.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "engine"

@@ -16,12 +16,12 @@ from nurture.bootstrap import Runtime, build_runtime
 from nurture.db.models import Enrollment, Event, Handoff, Lead, Message, StageChange
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport
-from nurture.services.advance import BatchReport
-from nurture.services.enrollment import enroll
-from nurture.services.lifecycle import Funnel
-from nurture.services.pipeline import process_events
-from nurture.services.scoring import refresh_fit, use_scoring_file
-from nurture.services.ticks import tick
+from nurture.funnel.stages import Funnel
+from nurture.jobs.events import process_events
+from nurture.jobs.tick import tick
+from nurture.scoring.ledger import refresh_fit, use_scoring_file
+from nurture.sequences.advance import BatchReport
+from nurture.sequences.enrollment import enroll
 from nurture.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "funnel"

@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.authoring.loaded import LoadedSequence
-from nurture.authoring.schema import SequenceSpec
-from nurture.core.audience import Outcome, PastEnrollment, choose_sequence
 from nurture.db.models import Enrollment, Lead, Suppression
 from nurture.db.session import transaction
-from nurture.services.catalog import Catalog, publish
-from nurture.services.enrollment import enroll, enroll_many
+from nurture.sequences.audience import Outcome, PastEnrollment, choose_sequence
+from nurture.sequences.catalog import Catalog, publish
+from nurture.sequences.enrollment import enroll, enroll_many
+from nurture.sequences.spec import SequenceSpec
+from nurture.sequences.versions import LoadedSequence
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -246,8 +246,8 @@ def test_enroll_many_costs_the_same_few_queries_for_any_batch(
 def test_a_recycled_lead_is_silent_until_its_cool_down_ends() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from nurture.authoring.schema import SequenceSpec
-    from nurture.core.audience import Outcome, choose_sequence
+    from nurture.sequences.audience import Outcome, choose_sequence
+    from nurture.sequences.spec import SequenceSpec
 
     spec = SequenceSpec.model_validate(
         {

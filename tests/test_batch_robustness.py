@@ -19,9 +19,9 @@ from nurture.bootstrap import Runtime
 from nurture.db.models import Enrollment, Suppression
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport, TransportError
-from nurture.services import advance
-from nurture.services.advance import PARK_DELAY, process_claims
-from nurture.services.scheduler import claim_due
+from nurture.sequences import advance
+from nurture.sequences.advance import PARK_DELAY, process_claims
+from nurture.sequences.claims import claim_due
 
 LEASE = timedelta(seconds=600)  # Settings.claim_lease_seconds
 TEMPORARY = TransportError("SMTP: RCPT TO refused: 451 4.3.0 try later", code=451)

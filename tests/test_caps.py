@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nurture.core.caps import FrequencyCap, cap_release
+from nurture.sequences.caps import FrequencyCap, cap_release
 
 WEEKLY = FrequencyCap(max_messages=3, period=timedelta(days=7))
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # a Wednesday

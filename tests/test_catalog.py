@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.authoring.loaded import LoadedSequence
-from nurture.authoring.schema import SequenceSpec
 from nurture.db.models import Enrollment, Lead, SequenceVersion
 from nurture.db.session import transaction
-from nurture.services.catalog import Catalog, UnknownSequenceVersion, publish
+from nurture.sequences.catalog import Catalog, UnknownSequenceVersion, publish
+from nurture.sequences.spec import SequenceSpec
+from nurture.sequences.versions import LoadedSequence
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=7)

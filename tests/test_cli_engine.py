@@ -30,7 +30,7 @@ from nurture.bootstrap import Runtime
 from nurture.cli import app
 from nurture.db.models import Lead, Message
 from nurture.db.session import transaction
-from nurture.services.enrollment import enroll_many
+from nurture.sequences.enrollment import enroll_many
 
 # The process tests need one database, not both.
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from nurture.authoring.schema import Condition
 from nurture.core.conditions import Activity, holds
+from nurture.sequences.spec import Condition
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 LEAD = {

@@ -28,8 +28,8 @@ from nurture.bootstrap import Runtime
 from nurture.db.models import Enrollment, Event, Lead, Link, Message, Suppression
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport, TransportError
-from nurture.services.enrollment import enroll
-from nurture.tokens import verify
+from nurture.sequences.enrollment import enroll
+from nurture.tracking.tokens import verify
 
 __all__ = ["smtp_sink"]  # the fixture, imported so pytest finds it
 

@@ -9,10 +9,9 @@ import pytest
 import yaml
 from freezegun import freeze_time
 
-from nurture.authoring.schema import SequenceSpec
-from nurture.core.caps import FrequencyCap
 from nurture.core.conditions import Activity
-from nurture.core.engine import (
+from nurture.sequences.caps import FrequencyCap
+from nurture.sequences.engine import (
     Complete,
     Context,
     Defer,
@@ -23,6 +22,7 @@ from nurture.core.engine import (
     WaitUntil,
     decide,
 )
+from nurture.sequences.spec import SequenceSpec
 
 SEQUENCE = """
 key: it-awareness
@@ -232,8 +232,8 @@ def test_cap_settings_are_respected() -> None:
 
 
 def test_expression_conditions_run_in_the_sandbox() -> None:
-    from nurture.authoring.schema import Condition
     from nurture.core.conditions import holds
+    from nurture.sequences.spec import Condition
 
     lead = {**SEOUL_LEAD, "attributes": {"erp": "SAP"}}
     now = ENTERED

@@ -32,11 +32,11 @@ from nurture.db.models import (
 )
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport
+from nurture.funnel.decisions import SalesDecision
+from nurture.funnel.stages import apply_decision
+from nurture.leads.erasure import email_hash, erase_lead
 from nurture.leads.importer import import_leads
-from nurture.lifecycle.decisions import SalesDecision
-from nurture.services import scoring
-from nurture.services.erasure import email_hash, erase_lead
-from nurture.services.lifecycle import apply_decision
+from nurture.scoring import ledger as scoring
 
 EMAIL = "Alex.Doe@Example.com"
 

@@ -15,8 +15,8 @@ from web_support import count
 
 from nurture.cli import app
 from nurture.db.models import Event, Lead
-from nurture.services.events_import import ImportAborted, import_events
-from nurture.services.scoring import rules_for
+from nurture.leads.events_import import ImportAborted, import_events
+from nurture.scoring.ledger import rules_for
 
 JSONL = [
     '{"email": "ana@example.com", "type": "page_visit", "occurred_at": "2026-02-01T10:00:00Z",'

@@ -15,7 +15,7 @@ from web_support import AUTH, BROWSER, Clock, client_for, links_of, web_runtime
 
 from nurture.db.models import Event
 from nurture.delivery.transports import MemoryTransport
-from nurture.services.pipeline import enqueue, process_unscored
+from nurture.jobs.events import enqueue, process_unscored
 from nurture.settings import Settings
 
 VISIT = {

@@ -17,9 +17,9 @@ from nurture.bootstrap import Runtime
 from nurture.db.models import UNSCORED_EVENTS, Event, ScoreEntry
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport, TransportError
-from nurture.services import scoring
-from nurture.services.pipeline import SWEEP_GRACE, UNSCORED_TYPES, sweep_unscored
-from nurture.services.scoring import lead_score
+from nurture.jobs.events import SWEEP_GRACE, UNSCORED_TYPES, sweep_unscored
+from nurture.scoring import ledger as scoring
+from nurture.scoring.ledger import lead_score
 
 SHIPPED = Path(__file__).resolve().parent.parent / "sequences"
 GONE = "gone@acme.example"
@@ -82,7 +82,7 @@ def test_the_sweep_catches_up_lost_processing_in_bounded_passes(
             )  # fmt: skip
         for kind in UNSCORED_TYPES:
             session.add(Event(lead_id=lead_id, type=kind, dedupe_key=kind, created_at=MONDAY))
-    monkeypatch.setattr("nurture.services.pipeline.SWEEP_LIMIT", 3)
+    monkeypatch.setattr("nurture.jobs.events.SWEEP_LIMIT", 3)
     later = MONDAY + timedelta(hours=1)
     assert sweep_unscored(rt.sessions, later, rt.settings) == 3
     assert sweep_unscored(rt.sessions, later, rt.settings) == 2

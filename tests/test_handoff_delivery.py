@@ -16,11 +16,11 @@ from nurture.bootstrap import Runtime
 from nurture.db.models import WebhookAttempt, WebhookDelivery
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport
-from nurture.lifecycle.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers, verify
-from nurture.services import handoff
-from nurture.services import ticks as ticks_module
-from nurture.services.handoff import NO_SECRET, deliver_due, slack_message
-from nurture.services.ticks import dispatch_due
+from nurture.funnel import handoff
+from nurture.funnel.handoff import NO_SECRET, deliver_due, slack_message
+from nurture.funnel.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers, verify
+from nurture.jobs import tick as ticks_module
+from nurture.jobs.tick import dispatch_due
 
 Posted = list[tuple[str, dict[str, str], bytes]]
 

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from nurture.bootstrap import Runtime
 from nurture.db.models import WebhookAttempt, WebhookDelivery
-from nurture.lifecycle.signing import (
+from nurture.funnel.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,

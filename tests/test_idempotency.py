@@ -26,10 +26,10 @@ from nurture.bootstrap import Runtime
 from nurture.cli import app
 from nurture.db.models import Enrollment
 from nurture.delivery.transports import MemoryTransport
-from nurture.services import advance
-from nurture.services.advance import BatchReport, process_claims
-from nurture.services.scheduler import Claim, claim_due
-from nurture.services.ticks import tick
+from nurture.jobs.tick import tick
+from nurture.sequences import advance
+from nurture.sequences.advance import BatchReport, process_claims
+from nurture.sequences.claims import Claim, claim_due
 
 LEASE = timedelta(seconds=600)  # Settings.claim_lease_seconds
 T = TypeVar("T")

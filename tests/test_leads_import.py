@@ -15,14 +15,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from nurture.authoring.loaded import LoadedSequence
-from nurture.authoring.schema import SequenceSpec
 from nurture.cli import app
 from nurture.db.models import Enrollment, Lead, SequenceVersion, Suppression
 from nurture.db.session import transaction
 from nurture.leads.importer import ImportAborted, ImportReport, check_file, import_leads
 from nurture.leads.schema import LeadIn, lead_context
-from nurture.services.catalog import Catalog, publish
+from nurture.sequences.catalog import Catalog, publish
+from nurture.sequences.spec import SequenceSpec
+from nurture.sequences.versions import LoadedSequence
 from nurture.settings import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leads"

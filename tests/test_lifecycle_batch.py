@@ -17,10 +17,10 @@ from sqlalchemy import Engine, event, insert, select
 from nurture.bootstrap import Runtime
 from nurture.db.models import Event, Lead, ScoreEntry, StageChange
 from nurture.db.session import transaction
+from nurture.funnel.stages import assess_lead, evaluate_leads
+from nurture.scoring import ledger as scoring
+from nurture.scoring.ledger import lead_score, lead_scores, score_ceilings, score_events
 from nurture.scoring.rules import ScoringRules
-from nurture.services import scoring
-from nurture.services.lifecycle import assess_lead, evaluate_leads
-from nurture.services.scoring import lead_score, lead_scores, score_ceilings, score_events
 
 NOW = MONDAY + timedelta(days=200)
 TITLES = ["Director of Finance", "Accountant", "VP Operations", "Clerk"]

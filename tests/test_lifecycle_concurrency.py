@@ -21,15 +21,15 @@ from sqlalchemy import select, update
 from nurture.bootstrap import Runtime
 from nurture.db.models import Lead, ScoreEntry, StageChange
 from nurture.db.session import transaction
-from nurture.lifecycle.decisions import SalesDecision
-from nurture.lifecycle.machine import Reason, ReasonKind, TransitionRefused
-from nurture.services.lifecycle import (
+from nurture.funnel.decisions import SalesDecision
+from nurture.funnel.machine import Reason, ReasonKind, TransitionRefused
+from nurture.funnel.stages import (
     StageMoved,
     adjust_engagement,
     apply_decision,
     change_stage,
 )
-from nurture.services.scoring import lead_score
+from nurture.scoring.ledger import lead_score
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from web_support import API_KEY, AUTH, Clock, client_for
 from nurture.bootstrap import Runtime
 from nurture.db.models import Lead, ScoreEntry
 from nurture.leads.importer import ImportReport, RowError, import_leads
-from nurture.services import scoring
+from nurture.scoring import ledger as scoring
 
 LATER = MONDAY + timedelta(hours=3)
 

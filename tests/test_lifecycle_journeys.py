@@ -28,11 +28,11 @@ from sqlalchemy import func, select
 from nurture.bootstrap import Runtime
 from nurture.db.models import Enrollment, Lead, ScoreEntry, StageChange, WebhookDelivery
 from nurture.db.session import transaction
-from nurture.lifecycle.decisions import Bant, SalesDecision
-from nurture.lifecycle.machine import Reason, ReasonKind, TransitionRefused
-from nurture.services.enrollment import enroll
-from nurture.services.lifecycle import apply_decision, change_stage, lead_status
-from nurture.services.scoring import lead_score
+from nurture.funnel.decisions import Bant, SalesDecision
+from nurture.funnel.machine import Reason, ReasonKind, TransitionRefused
+from nurture.funnel.stages import apply_decision, change_stage, lead_status
+from nurture.scoring.ledger import lead_score
+from nurture.sequences.enrollment import enroll
 
 HOOK = "http://127.0.0.1:9/hooks/handoff"  # nothing listens on the discard port
 

@@ -11,8 +11,8 @@ from funnel_support import FIXTURES, SEQUENCES, TEMPLATES
 from typer.testing import CliRunner
 
 from nurture.cli import app
-from nurture.lifecycle.loading import load_lifecycle, load_lifecycle_file
-from nurture.lifecycle.machine import (
+from nurture.funnel.loading import load_lifecycle, load_lifecycle_file
+from nurture.funnel.machine import (
     ALLOWED,
     TERMINAL,
     Reason,
@@ -22,8 +22,8 @@ from nurture.lifecycle.machine import (
     Transition,
     transition,
 )
-from nurture.lifecycle.rules import ScoreView, assess, may_promote
-from nurture.lifecycle.signing import signed_headers, verify
+from nurture.funnel.rules import ScoreView, assess, may_promote
+from nurture.funnel.signing import signed_headers, verify
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 RULE = Reason(ReasonKind.rule, "score")

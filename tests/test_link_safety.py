@@ -14,13 +14,13 @@ from sqlalchemy import select
 
 from nurture.authoring.templates import TemplateRenderer
 from nurture.bootstrap import Runtime
-from nurture.core.engine import SendEmail
 from nurture.db.models import Link
+from nurture.delivery.sending import PendingSend, compose_email
 from nurture.delivery.transports import MemoryTransport
-from nurture.services.sending import PendingSend, compose_email
+from nurture.sequences.engine import SendEmail
 from nurture.settings import Settings
-from nurture.tokens import link_of
 from nurture.tracking.links import Tracking, template_urls, track
+from nurture.tracking.tokens import link_of
 
 EVIL = "https://evil.example/login"
 EVIL_CO = "http://phish.example/acme?x=1"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 
 from nurture.cli import app
 from nurture.settings import Settings
-from nurture.tokens import BadToken, link_of, verify
+from nurture.tracking.tokens import BadToken, link_of, verify
 
 GOOD = Path(__file__).parent / "fixtures" / "authoring" / "good"
 runner = CliRunner()

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.models import Event, Lead
 from nurture.db.session import transaction
-from nurture.services.advance import prefetch_events, record_event
+from nurture.sequences.advance import prefetch_events, record_event
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
 

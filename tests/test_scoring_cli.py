@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from nurture.cli import app
 from nurture.db.models import Enrollment, Event, Lead, Message, StageChange
 from nurture.db.session import transaction
-from nurture.scoring.loader import load_rules
-from nurture.services.scoring import refresh_fit, score_events
+from nurture.scoring.ledger import refresh_fit, score_events
+from nurture.scoring.loading import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from nurture.authoring.yamlsource import parse_yaml
-from nurture.scoring.core import (
+from nurture.scoring.loading import check_scoring_data, load_rules
+from nurture.scoring.points import (
     Hit,
     breakdown,
     decayed,
@@ -20,7 +21,6 @@ from nurture.scoring.core import (
     profile_changes,
     silence_hits,
 )
-from nurture.scoring.loader import check_scoring_data, load_rules
 from nurture.scoring.rules import EventFacts, ScoringRules, compile_rules
 
 ROOT = Path(__file__).resolve().parent.parent

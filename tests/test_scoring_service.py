@@ -17,10 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nurture.db.models import Enrollment, Event, Lead, Message, ScoreEntry
 from nurture.db.session import transaction
 from nurture.leads.importer import ImportAborted, import_leads
-from nurture.scoring.loader import load_rules
-from nurture.scoring.rules import ScoringRules
-from nurture.services.catalog import Catalog
-from nurture.services.scoring import (
+from nurture.scoring.ledger import (
     lead_score,
     lead_scores,
     refresh_fit,
@@ -28,6 +25,9 @@ from nurture.services.scoring import (
     score_unscored,
     use_scoring_file,
 )
+from nurture.scoring.loading import load_rules
+from nurture.scoring.rules import ScoringRules
+from nurture.sequences.catalog import Catalog
 from nurture.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nurture.authoring.validate import validate_paths
 from nurture.cli import app
-from nurture.scoring.loader import ScoringError, cached_rules, load_rules
-from nurture.services.scoring import rules_for
+from nurture.program.validate import validate_paths
+from nurture.scoring.ledger import rules_for
+from nurture.scoring.loading import ScoringError, cached_rules, load_rules
 from nurture.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,10 +19,10 @@ from nurture.bootstrap import Runtime
 from nurture.cli import app
 from nurture.db.models import Lead, WebhookDelivery
 from nurture.db.session import transaction
-from nurture.lifecycle.calendar import BusinessCalendar
-from nurture.lifecycle.decisions import SalesDecision
-from nurture.services.lifecycle import apply_decision
-from nurture.services.sla import sla_report
+from nurture.funnel.calendar import BusinessCalendar
+from nurture.funnel.decisions import SalesDecision
+from nurture.funnel.sla import sla_report
+from nurture.funnel.stages import apply_decision
 
 NEW_YORK, SEOUL = ZoneInfo("America/New_York"), ZoneInfo("Asia/Seoul")
 HOOK = "http://127.0.0.1:9/hooks"
@@ -86,7 +86,7 @@ def _accept(rt: Runtime, lead_id: int, at: datetime) -> None:
 
 
 def _pass(rt: Runtime, at: datetime) -> None:
-    from nurture.services.lifecycle import funnel_pass
+    from nurture.funnel.stages import funnel_pass
 
     with freeze_time(at):
         funnel_pass(rt, at)

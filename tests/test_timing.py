@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nurture.authoring.schema import SendWindow
 from nurture.core.durations import parse_duration
-from nurture.core.timing import (
+from nurture.sequences.spec import SendWindow
+from nurture.sequences.timing import (
     add_wait,
     in_window,
     is_valid_timezone,

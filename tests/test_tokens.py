@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from nurture.tokens import BadToken, link_of, message_of, sign, verify
+from nurture.tracking.tokens import BadToken, link_of, message_of, sign, verify
 
 SECRET = "test-secret"
 

@@ -16,8 +16,8 @@ from web_support import BROWSER, web_runtime
 from nurture.bootstrap import Runtime
 from nurture.db.models import Event, Link
 from nurture.delivery.transports import MemoryTransport
-from nurture.services.tracking import HitOutcome, HitRequest, HitStore, record_hits
 from nurture.tracking.bots import BotRules, Hit
+from nurture.tracking.hits import HitOutcome, HitRequest, HitStore, record_hits
 from nurture.web import capture
 from nurture.web.capture import HitWriter
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from nurture.settings import Settings
-from nurture.tokens import link_of, message_of, unsubscribe_url
 from nurture.tracking.links import Tracking, add_utm, track, tracking_for
+from nurture.tracking.tokens import link_of, message_of, unsubscribe_url
 
 BASE = "https://t.example"
 UNSUB = f"{BASE}/u/TOKEN"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nurture.authoring.catalog import load_sequences
-from nurture.authoring.loaded import spec_from_document
 from nurture.authoring.problems import Problem, display_path
-from nurture.authoring.validate import validate_path, validate_paths
 from nurture.authoring.yamlsource import YamlSourceError, parse_yaml
 from nurture.cli import app
+from nurture.program.validate import validate_path, validate_paths
+from nurture.sequences.loading import load_sequences
+from nurture.sequences.versions import spec_from_document
 
 FIXTURES = Path(__file__).parent / "fixtures" / "authoring"
 GOOD = FIXTURES / "good"

@@ -16,7 +16,7 @@ from web_support import API_KEY, AUTH, OTHER_KEY, Clock, Web, client_for, count,
 
 from nurture.db.models import Event, Lead, ScoreEntry, StageChange
 from nurture.delivery.transports import MemoryTransport
-from nurture.services.scoring import use_scoring_file
+from nurture.scoring.ledger import use_scoring_file
 
 try:
     from fastapi.routing import iter_route_contexts
@@ -344,7 +344,7 @@ def test_when_inline_scoring_fails_the_events_stay_stored_and_unscored(
     def broken(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("funnel down")
 
-    monkeypatch.setattr("nurture.services.pipeline.evaluate_leads", broken)
+    monkeypatch.setattr("nurture.jobs.events.evaluate_leads", broken)
     body = {"events": [event(dedupe_key="a", type="demo_requested"), event(dedupe_key="b")]}
     response = post(web, "/api/v1/events", body)
     assert response.status_code == 200 and response.json()["created"] == 2

@@ -26,7 +26,7 @@ from web_support import (
 from nurture.cli import app
 from nurture.db.models import Enrollment, Event, Link, Message, Suppression
 from nurture.delivery.transports import MemoryTransport
-from nurture.tokens import click_url, open_url, sign, unsubscribe_url
+from nurture.tracking.tokens import click_url, open_url, sign, unsubscribe_url
 
 SECRET = "test-secret-key"
 BASE = "https://nurture.example"

@@ -13,21 +13,21 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from nurture.authoring.catalog import SourcedSequence, load_sources
 from nurture.authoring.problems import Problem, display_path
-from nurture.authoring.schema import SequenceSpec, Step
 from nurture.authoring.templates import (
     LEAD_FIELDS,
     TemplateProblem,
     TemplateRenderer,
     sample_lead,
 )
-from nurture.authoring.validate import ValidationReport, validate_paths
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
-from nurture.core.engine import SendEmail
 from nurture.delivery.mime import OutgoingEmail, build_message, serialize
+from nurture.delivery.sending import PendingSend, compose_email
 from nurture.leads.schema import LeadIn, field_errors, match_persona
-from nurture.services.sending import PendingSend, compose_email
+from nurture.program.validate import ValidationReport, validate_paths
+from nurture.sequences.engine import SendEmail
+from nurture.sequences.loading import SourcedSequence, load_sources
+from nurture.sequences.spec import SequenceSpec, Step
 from nurture.settings import Settings, load_settings
 from nurture.tracking.links import TrackedLink
 

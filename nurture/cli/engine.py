@@ -22,14 +22,14 @@ from nurture.cli.output import show_time, table_console
 from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
 from nurture.db.models import Message
-from nurture.services.advance import BatchReport
-from nurture.services.simulation import (
+from nurture.jobs.demo import (
     SimulationReport,
     deferral_reasons,
     funnel_summary,
     simulate,
 )
-from nurture.services.ticks import tick as run_tick
+from nurture.jobs.tick import tick as run_tick
+from nurture.sequences.advance import BatchReport
 from nurture.settings import load_settings, require_secret_key
 
 console = Console()

@@ -26,7 +26,6 @@ from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.authoring.catalog import load_sequences
 from nurture.cli.common import database_problem
 from nurture.cli.output import count_table, print_errors, show_time, table_console
 from nurture.db.models import Enrollment, Lead
@@ -39,7 +38,8 @@ from nurture.leads.importer import (
     import_leads,
 )
 from nurture.leads.schema import canonical_timezone
-from nurture.services.catalog import Catalog, publish
+from nurture.sequences.catalog import Catalog, publish
+from nurture.sequences.loading import load_sequences
 from nurture.settings import Settings, load_settings
 
 app = typer.Typer(help="Leads: import from CSV, list.", no_args_is_help=True)

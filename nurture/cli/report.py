@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nurture.cli.output import show_time, table_console
 from nurture.cli.sales import database
-from nurture.services.sla import SlaReport, sla_report
+from nurture.funnel.sla import SlaReport, sla_report
 from nurture.settings import load_settings
 
 app = typer.Typer(help="Reports on the funnel.", no_args_is_help=True)

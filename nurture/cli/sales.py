@@ -22,10 +22,10 @@ from nurture.bootstrap import build_runtime
 from nurture.cli.output import show_time
 from nurture.db.models import Lead
 from nurture.db.session import transaction
-from nurture.lifecycle.decisions import Bant, SalesDecision
-from nurture.lifecycle.loading import LifecycleConfigError
-from nurture.lifecycle.machine import TransitionRefused
-from nurture.services.lifecycle import DecisionRefused, Funnel, apply_decision, lead_status
+from nurture.funnel.decisions import Bant, SalesDecision
+from nurture.funnel.loading import LifecycleConfigError
+from nurture.funnel.machine import TransitionRefused
+from nurture.funnel.stages import DecisionRefused, Funnel, apply_decision, lead_status
 from nurture.settings import Settings, load_settings
 
 app = typer.Typer(help="Sales decisions on leads, and where a lead stands.", no_args_is_help=True)

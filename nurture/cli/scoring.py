@@ -17,10 +17,10 @@ from sqlalchemy import Engine
 from nurture.cli.common import database_problem
 from nurture.db.session import make_engine, make_session_factory
 from nurture.leads.schema import canonical_timezone
-from nurture.scoring.core import ScoreBreakdown
-from nurture.scoring.loader import ScoringError, load_rules, scoring_path
+from nurture.leads.view import DEFAULT_LIMIT, LeadView, find_lead_id, lead_view
+from nurture.scoring.loading import ScoringError, load_rules, scoring_path
+from nurture.scoring.points import ScoreBreakdown
 from nurture.scoring.rules import ScoringRules
-from nurture.services.lead_view import DEFAULT_LIMIT, LeadView, find_lead_id, lead_view
 from nurture.settings import Settings, load_settings
 
 app = typer.Typer(help="One lead: its score explained, its timeline.", no_args_is_help=True)

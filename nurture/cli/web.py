@@ -21,16 +21,16 @@ from nurture.cli.common import database_problem
 from nurture.cli.output import count_table, print_errors
 from nurture.db.models import Lead
 from nurture.db.session import transaction
-from nurture.services.erasure import erase_lead, find_lead, is_erased_address
-from nurture.services.events import UnknownEmailPolicy
-from nurture.services.events_import import (
+from nurture.jobs.events import enqueue, process_now, process_unscored
+from nurture.leads.erasure import erase_lead, find_lead, is_erased_address
+from nurture.leads.events import UnknownEmailPolicy
+from nurture.leads.events_import import (
     EventsImportReport,
     ImportAborted,
     check_file,
     import_events,
 )
-from nurture.services.pipeline import enqueue, process_now, process_unscored
-from nurture.services.scoring import rules_for
+from nurture.scoring.ledger import rules_for
 from nurture.settings import Settings, load_settings, require_secret_key
 
 log = logging.getLogger("nurture")

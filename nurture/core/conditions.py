@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from nurture.authoring.schema import Condition
 from nurture.authoring.templates import ConditionError, compile_condition
 from nurture.core.durations import Duration
+from nurture.sequences.spec import Condition
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.models import Lead
 from nurture.db.session import transaction
+from nurture.funnel.loading import LifecycleConfigError
+from nurture.funnel.machine import Reason, ReasonKind
+from nurture.funnel.stages import Funnel, change_stage, record_entries, refusal_of
 from nurture.leads.rows import ImportAborted, RowError
 from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
-from nurture.lifecycle.loading import LifecycleConfigError
-from nurture.lifecycle.machine import Reason, ReasonKind
-from nurture.scoring.loader import ScoringError
-from nurture.services.catalog import Catalog
-from nurture.services.enrollment import enroll_many
-from nurture.services.lifecycle import Funnel, change_stage, record_entries, refusal_of
-from nurture.services.scoring import refresh_fit, rules_for
+from nurture.scoring.ledger import refresh_fit, rules_for
+from nurture.scoring.loading import ScoringError
+from nurture.sequences.catalog import Catalog
+from nurture.sequences.enrollment import enroll_many
 from nurture.settings import Settings
 
 log = logging.getLogger(__name__)

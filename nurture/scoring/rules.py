@@ -1,5 +1,5 @@
 """Scoring rules compiled for speed: regexes and globs compiled once, rules indexed by the
-event type they count. Built from a :class:`~nurture.scoring.schema.ScoringSpec`."""
+event type they count. Built from a :class:`~nurture.scoring.spec.ScoringSpec`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nurture.core.conditions import lead_value
-from nurture.scoring.schema import (
+from nurture.scoring.spec import (
     Check,
     EventMatch,
     ScoringSpec,

@@ -24,7 +24,7 @@ from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode
 
 from nurture.settings import Settings
-from nurture.tokens import click_url, open_url
+from nurture.tracking.tokens import click_url, open_url
 
 # Where a URL in plain text ends: whitespace, or a character that cannot be in a bare URL.
 _TEXT_URL = re.compile(r"""https?://[^\s<>"'`]+""", re.IGNORECASE)

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from nurture.db.models import Event, Lead, Message
 from nurture.db.session import transaction
+from nurture.jobs.events import process_stored
+from nurture.leads.erasure import erase_lead
+from nurture.leads.events import EventBatch, EventIn, IngestReport, store_events
 from nurture.leads.schema import LeadIn, lead_context
-from nurture.services.erasure import erase_lead
-from nurture.services.events import EventBatch, EventIn, IngestReport, store_events
-from nurture.services.lead_upsert import StageRefused, UpsertResult, upsert_lead
-from nurture.services.pipeline import process_stored
-from nurture.services.scoring import lead_score, rules_for
+from nurture.leads.upsert import StageRefused, UpsertResult, upsert_lead
+from nurture.scoring.ledger import lead_score, rules_for
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 

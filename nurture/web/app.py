@@ -18,9 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import nurture
 from nurture.bootstrap import Runtime, build_runtime
-from nurture.services.tracking import HitStore
 from nurture.settings import load_settings
 from nurture.tracking.bots import BotRules
+from nurture.tracking.hits import HitStore
 from nurture.web import api, pages, routes_sales, tracking
 from nurture.web.context import Clock, WebContext, utc_now
 

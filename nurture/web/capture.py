@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from nurture.services.tracking import HitOutcome, HitRequest, HitStore, record_hits
 from nurture.tracking.bots import BotRules
+from nurture.tracking.hits import HitOutcome, HitRequest, HitStore, record_hits
 
 log = logging.getLogger(__name__)
 

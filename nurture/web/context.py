@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from fastapi import Request
 
 from nurture.bootstrap import Runtime
-from nurture.services.catalog import Catalog
-from nurture.services.pipeline import BackgroundProcessor, enqueue, process_now
-from nurture.services.tracking import HitStore
+from nurture.jobs.events import BackgroundProcessor, enqueue, process_now
+from nurture.sequences.catalog import Catalog
 from nurture.settings import Settings
 from nurture.tracking.bots import BotRules
+from nurture.tracking.hits import HitStore
 from nurture.web.capture import HitWriter
 
 log = logging.getLogger(__name__)

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, HTTPException, status
 
 from nurture.db.models import Lead
 from nurture.db.session import transaction
-from nurture.lifecycle.decisions import SalesDecision
-from nurture.lifecycle.loading import LifecycleConfigError
-from nurture.lifecycle.machine import TransitionRefused
-from nurture.services.handoff import stage_change_json
-from nurture.services.lifecycle import DecisionRefused, Funnel, apply_decision, lead_status
+from nurture.funnel.decisions import SalesDecision
+from nurture.funnel.handoff import stage_change_json
+from nurture.funnel.loading import LifecycleConfigError
+from nurture.funnel.machine import TransitionRefused
+from nurture.funnel.stages import DecisionRefused, Funnel, apply_decision, lead_status
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 

@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nurture.services.tracking import HitOutcome, HitRequest
-from nurture.tokens import BadToken, link_of, message_of
 from nurture.tracking.bots import Hit
+from nurture.tracking.hits import HitOutcome, HitRequest
+from nurture.tracking.tokens import BadToken, link_of, message_of
 from nurture.web import pages
 from nurture.web.context import WebContext, web_context
 

@@ -1,0 +1,318 @@
+"""The shape of a sequence YAML file, as pydantic models (schema checks only; meaning is
+checked by :mod:`nurture.program.validate`)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from datetime import time
+from enum import StrEnum
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from nurture.core.durations import Duration, parse_duration
+
+
+class JourneyStage(StrEnum):
+    awareness = "awareness"
+    consideration = "consideration"
+    decision = "decision"
+
+
+class LifecycleStage(StrEnum):
+    subscriber = "subscriber"
+    lead = "lead"
+    mql = "mql"
+    sal = "sal"
+    sql = "sql"
+    opportunity = "opportunity"
+    customer = "customer"
+    recycled = "recycled"
+    disqualified = "disqualified"
+
+
+# Nurture sequences are for leads that marketing still owns.
+NURTURABLE_STAGES = (LifecycleStage.subscriber, LifecycleStage.lead, LifecycleStage.recycled)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_HOURS = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+# The validation context of sequence files as written. Some checks run only there: a version
+# stored before the check existed must still read (the engine falls back from a bad zone).
+AUTHORED: Mapping[str, bool] = MappingProxyType({"authored": True})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _duration(value: Any) -> Duration:
+    return value if isinstance(value, Duration) else parse_duration(value)
+
+
+# Written and stored as text ("3d", "2 business days"); a Duration in code.
+DurationText = Annotated[
+    Duration, BeforeValidator(_duration), PlainSerializer(str, return_type=str)
+]
+
+
+class Audience(Strict):
+    """Who enters: personas x journey stages, optionally only some lifecycle stages."""
+
+    personas: list[str] = Field(min_length=1)
+    journey_stages: list[JourneyStage] = Field(min_length=1)
+    lifecycle_stages: list[LifecycleStage] = Field(default_factory=lambda: list(NURTURABLE_STAGES))
+
+
+class Entry(Strict):
+    """Enter once ever, or again after a cool-down since the last exit."""
+
+    policy: Literal["once", "again"] = "once"
+    cooldown: DurationText | None = None
+
+    @model_validator(mode="after")
+    def _cooldown_needed(self) -> Entry:
+        if self.policy == "again" and self.cooldown is None:
+            raise ValueError("entry policy 'again' needs a cooldown, e.g. cooldown: 90d")
+        return self
+
+
+class SendWindow(Strict):
+    """When mail may go out, in the lead's own time zone (or a fixed one)."""
+
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
+    hours: str = "09:00-17:00"
+    timezone: str = "lead"
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[str]) -> list[str]:
+        bad = [d for d in days if d.lower()[:3] not in WEEKDAYS]
+        if bad or not days:
+            raise ValueError(f"days must be among {', '.join(WEEKDAYS)}; got {bad or 'none'}")
+        return [d.lower()[:3] for d in days]
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, hours: str) -> str:
+        match = _HOURS.match(hours.strip())
+        if not match:
+            raise ValueError(f"hours must look like '09:00-17:00', got {hours!r}")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if not (0 <= h1 < 24 and 0 <= h2 <= 24 and m1 < 60 and m2 < 60):
+            raise ValueError(f"hours out of range: {hours!r}")
+        if (h1, m1) >= (h2, m2):
+            raise ValueError(f"window must end after it starts (no overnight windows): {hours!r}")
+        return hours.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str, info: ValidationInfo) -> str:
+        if name == "lead" or not (info.context or {}).get("authored") or _is_zone(name):
+            return name
+        close = difflib.get_close_matches(name, sorted(_zones()), n=1, cutoff=0.7)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(
+            f"unknown time zone {name!r}{hint}: "
+            "use an IANA name such as 'Asia/Seoul', or 'lead' for the lead's own zone"
+        )
+
+    @property
+    def start(self) -> time:
+        h, m = _HOURS.match(self.hours).groups()[:2]  # type: ignore[union-attr]
+        return time(int(h), int(m))
+
+    @property
+    def end(self) -> time:
+        h, m = _HOURS.match(self.hours).groups()[2:]  # type: ignore[union-attr]
+        return time(23, 59, 59) if int(h) == 24 else time(int(h), int(m))
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        """Python weekday numbers (Monday is 0)."""
+        return frozenset(WEEKDAYS.index(d) for d in self.days)
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+class ExitWhen(Strict):
+    """Goals: the lead leaves the sequence when one holds."""
+
+    lifecycle_stages: list[LifecycleStage] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list)
+
+
+class Versioning(Strict):
+    """What happens to enrolled leads when the sequence changes.
+
+    ``finish``: they finish the version they started. ``move``: they continue in the new
+    version at the step with the same id (or the one ``step_map`` names)."""
+
+    on_change: Literal["finish", "move"] = "finish"
+    step_map: dict[str, str] = Field(default_factory=dict)
+
+
+class Condition(Strict):
+    """A branch condition, as data. Exactly one kind per condition."""
+
+    opened: str | None = None
+    clicked: str | None = None
+    event: str | None = None
+    within: DurationText | None = None
+    attribute: str | None = None
+    eq: Any = None
+    ne: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    exists: bool | None = None
+    contains: str | None = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(default=None, alias="not")
+    expr: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Condition:
+        kinds = [
+            k
+            for k in ("opened", "clicked", "event", "attribute", "all", "any", "not_", "expr")
+            if getattr(self, k) is not None
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a condition needs exactly one of opened, clicked, event, attribute, all, any, "
+                f"not, expr; got {', '.join(k.rstrip('_') for k in kinds) or 'none'}"
+            )
+        return self
+
+    @property
+    def comparisons(self) -> dict[str, Any]:
+        """The attribute operators that were set (``in`` and ``not_in`` included)."""
+        ops = ("eq", "ne", "in_", "not_in", "gt", "gte", "lt", "lte", "exists", "contains")
+        return {op.rstrip("_"): getattr(self, op) for op in ops if op in self.model_fields_set}
+
+
+class LocaleOverride(Strict):
+    subject: str | None = None
+    template: str | None = None
+
+
+class EmailStep(Strict):
+    template: str
+    subject: str
+    locales: dict[str, LocaleOverride] = Field(default_factory=dict)
+
+    def for_locale(self, locale: str) -> tuple[str, str]:
+        """(template, subject) for a locale, falling back ``ko-KR`` -> ``ko`` -> default."""
+        for candidate in (locale, locale.split("-")[0].split("_")[0]):
+            override = self.locales.get(candidate)
+            if override:
+                return override.template or self.template, override.subject or self.subject
+        return self.template, self.subject
+
+
+class Branch(Strict):
+    if_: Condition = Field(alias="if")
+    then: str
+    else_: str | None = Field(default=None, alias="else")
+
+
+class Step(Strict):
+    """One step: exactly one of wait, email, branch, move_to_stage, exit."""
+
+    id: str = ""
+    wait: DurationText | None = None
+    email: EmailStep | None = None
+    branch: Branch | None = None
+    move_to_stage: JourneyStage | None = None
+    exit: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if value and not _STEP_ID.match(value):
+            raise ValueError(f"step id {value!r}: use lower-case letters, digits, '-' and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        kinds = [
+            k for k in ("wait", "email", "branch", "move_to_stage", "exit") if getattr(self, k)
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a step needs exactly one of wait, email, branch, move_to_stage, exit; "
+                f"got {', '.join(kinds) or 'none'}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(
+            k for k in ("wait", "email", "branch", "move_to_stage", "exit") if getattr(self, k)
+        )
+
+
+class SequenceSpec(Strict):
+    """A drip sequence as authored in ``sequences/*.yaml``."""
+
+    key: str
+    name: str
+    description: str = ""
+    audience: Audience
+    entry: Entry = Field(default_factory=Entry)
+    send_window: SendWindow | None = None
+    exit_when: ExitWhen = Field(default_factory=ExitWhen, alias="exit")
+    versioning: Versioning = Field(default_factory=Versioning)
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not _STEP_ID.match(value):
+            raise ValueError(f"key {value!r}: use lower-case letters, digits, '-' and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _step_ids(self) -> SequenceSpec:
+        # Steps without an id get a positional one, so branches and messages can name them.
+        steps = [
+            s if s.id else s.model_copy(update={"id": f"step-{n}"})
+            for n, s in enumerate(self.steps, start=1)
+        ]
+        object.__setattr__(self, "steps", steps)
+        return self
+
+    def step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    def index_of(self, step_id: str) -> int:
+        return next(i for i, s in enumerate(self.steps) if s.id == step_id)
