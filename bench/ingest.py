@@ -8,7 +8,7 @@ API path: ``POST /api/v1/events`` with ``{"events": [...]}`` batches, through th
 (``nurture.web.app.create_app``, in process over ASGI, embedded mode: no broker), so each
 batch is validated, its emails resolved to leads, its events deduplicated and stored, then
 scored and run through the funnel's MQL and fast-track rules in the same transaction
-(``nurture.jobs.events.process_stored``), exactly as the API does it.
+(``nurture.funnel.pipeline.process_stored``), exactly as the API does it.
 
 Baseline: the same rows (as the API would store them) inserted with Core ``executemany``,
 one transaction per batch of the same size. Each path gets a fresh database: two SQLite
@@ -47,7 +47,6 @@ from nurture.db.migrate import upgrade  # noqa: E402
 from nurture.db.models import Event, Lead, ScoreEntry  # noqa: E402
 from nurture.db.session import make_engine  # noqa: E402
 from nurture.leads.events import EventIn, event_row  # noqa: E402
-from nurture.scoring.ledger import use_scoring_file  # noqa: E402
 from nurture.settings import load_settings  # noqa: E402
 
 GOAL = 0.3
@@ -80,7 +79,6 @@ MIX: list[tuple[str, int, list[str], str]] = [
 def main() -> int:
     args = _arguments()
     os.environ["NURTURE_SEQUENCES_DIR"] = str(args.sequences)
-    use_scoring_file(args.sequences / "scoring.yaml")
     now = datetime.now(UTC).replace(microsecond=0)
     leads = _leads(args.leads)
     events = _events(args.events, leads, now, random.Random(20260105))
@@ -352,7 +350,7 @@ def _timed(clock: list[float], send: Callable[[Any], None], batch: Any) -> None:
 def _time_parts() -> dict[str, float]:
     """Seconds spent in the parts of the API path (the handlers run in another thread,
     which a profiler of this one does not see): storing, scoring, the funnel."""
-    from nurture.jobs import events as pipeline
+    from nurture.funnel import pipeline
     from nurture.web import api
 
     spent: dict[str, float] = {}

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nurture.authoring.templates import lead_fields  # noqa: E402
-from nurture.bootstrap import Runtime, build_runtime  # noqa: E402
+from nurture.bootstrap import build_runtime  # noqa: E402
 from nurture.db.migrate import upgrade  # noqa: E402
 from nurture.db.models import Enrollment, Lead, Message  # noqa: E402
 from nurture.db.session import make_engine  # noqa: E402
@@ -55,8 +55,10 @@ from nurture.delivery import (  # noqa: E402
     sending,
     transports,
 )
+from nurture.delivery.compose import PendingSend, compose_email  # noqa: E402
+from nurture.jobs import advance as jobs_advance  # noqa: E402
 from nurture.jobs import tick as ticks  # noqa: E402
-from nurture.sequences import advance  # noqa: E402
+from nurture.runtime import Runtime  # noqa: E402
 from nurture.sequences.engine import SendEmail  # noqa: E402
 from nurture.settings import Settings, load_settings  # noqa: E402
 
@@ -199,7 +201,7 @@ def fresh_database(url: str | None, workdir: Path) -> Iterator[str]:
 
 def seed(rt: Runtime, n: int, now: datetime) -> None:
     """N leads and N enrollments due at ``now``, inserted in bulk."""
-    loaded = rt.require_catalog().latest(SEQUENCE_KEY)
+    loaded = rt.catalog.latest(SEQUENCE_KEY)
     chunk = 2000
     with rt.engine.begin() as conn:
         for start in range(0, n, chunk):
@@ -281,15 +283,13 @@ def instrument() -> Phases:
     """Wrap the pipeline's stages (module globals, so the callers pick the wrappers up)."""
     phases = Phases()
     phases.wrap(ticks, "claim_due", "claim")
-    phases.wrap(advance, "_advance_all", "advance (load, decide, claim messages)")
-    render = "compose_tracked" if hasattr(sending, "compose_tracked") else "compose"
-    phases.wrap(sending, render, "render (templates, links)")
-    if hasattr(sending, "save_links"):
-        phases.wrap(sending, "save_links", "save links")
+    phases.wrap(jobs_advance, "advance_claimed", "advance (load, decide, claim messages)")
+    phases.wrap(sending, "compose_email", "render (templates, links)")
+    phases.wrap(sending, "save_links", "save links")
     phases.wrap(sending, "build_message", "build (MIME, CSS inlining)")
     phases.wrap(transports, "serialize", "serialize")
     phases.wrap(transports.SmtpTransport, "send", "smtp (incl. serialize)")
-    phases.wrap(advance, "_record_outcomes", "record outcomes")
+    phases.wrap(jobs_advance, "record_outcomes", "record outcomes")
     return phases
 
 
@@ -399,7 +399,7 @@ def _worker(
 ) -> None:
     rt = build_runtime(settings)
     try:
-        rt.catalog_from_db()
+        rt.load_program(datetime.now(UTC))
         phases = instrument()
         ready.put(True)
         start.wait()
@@ -435,7 +435,7 @@ def print_workers(done: list[WorkerResult], n: int) -> None:
 def prebuilt_messages(rt: Runtime, n: int, now: datetime) -> list[tuple[str, bytes]]:
     """(recipient, wire bytes) of N messages built by the pipeline's own compose and
     build_message, before any timing starts."""
-    loaded = rt.require_catalog().latest(SEQUENCE_KEY)
+    loaded = rt.catalog.latest(SEQUENCE_KEY)
     with rt.sessions() as session:
         leads = list(session.scalars(select(Lead).order_by(Lead.id).limit(n)))
         fields = [lead_fields(lead) for lead in leads]
@@ -450,7 +450,7 @@ def prebuilt_messages(rt: Runtime, n: int, now: datetime) -> list[tuple[str, byt
     )
     built = []
     for i, lead in enumerate(fields):
-        pending = sending.PendingSend(
+        pending = PendingSend(
             message_id=10_000_000 + i,
             enrollment_id=i,
             decision=decision,
@@ -458,7 +458,7 @@ def prebuilt_messages(rt: Runtime, n: int, now: datetime) -> list[tuple[str, byt
             sequence_key=SEQUENCE_KEY,
             sequence_name=loaded.spec.name,
         )
-        email = sending.compose(rt, pending, now)
+        email, _ = compose_email(rt.settings, rt.renderer, pending, now)
         built.append((email.to_email, mime.serialize(mime.build_message(email))))
     return built
 
@@ -561,7 +561,7 @@ def bench_on(args: argparse.Namespace, url: str, sequences: Path, sink: Sink) ->
     rt = build_runtime(settings)
     try:
         now = datetime.now(UTC).replace(microsecond=0)
-        rt.load_catalog(now - timedelta(minutes=1))
+        rt.load_program(now - timedelta(minutes=1))
         print(f"database: {rt.engine.url.render_as_string(hide_password=True)}")
         print(
             f"N = {args.n}, batch size {settings.batch_size}, workers {args.workers}, "

@@ -1,7 +1,7 @@
 """The Celery app: ``celery -A nurture.worker worker`` and ``celery -A nurture.worker beat``.
 
-Tasks are thin: they take ids, call a service, and declare their retry policy. Waits live
-in the database (``next_run_at``), never in broker countdowns: with Redis, an ETA task is
+Tasks are thin: they take ids, call a job, and declare their retry policy. Waits live in
+the database (``next_run_at``), never in broker countdowns: with Redis, an ETA task is
 redelivered after the visibility timeout and would run twice."""
 
 from __future__ import annotations
@@ -9,68 +9,33 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from celery import Celery
 from sqlalchemy.exc import OperationalError
 
-from nurture.bootstrap import Runtime, build_runtime
+from nurture.bootstrap import build_runtime
 from nurture.db.session import transaction
-from nurture.funnel.stages import deliver_notifications
-from nurture.jobs.events import process_events
+from nurture.funnel.pipeline import process_events
+from nurture.jobs.advance import process_claims
+from nurture.jobs.funnel import deliver_notifications
 from nurture.jobs.tick import dispatch_due
-from nurture.sequences.advance import process_claims
+from nurture.queues import ADVANCE_TASK, EVENTS_TASK, HANDOFFS_TASK, TICK_TASK, create_celery
+from nurture.runtime import Runtime
 from nurture.sequences.claims import Claim
-from nurture.settings import Settings, load_settings, require_secret_key
+from nurture.settings import load_settings, require_secret_key
 
 log = logging.getLogger(__name__)
-DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-SEND_QUEUE, EVENTS_QUEUE, DEFAULT_QUEUE = "send", "events", "default"
 
 _runtime: Runtime | None = None
 
 
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app configured for at-most-once sending (nothing connects yet)."""
-    celery = Celery("nurture", broker=settings.broker_url or DEFAULT_BROKER)
-    celery.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,
-        # Acknowledge after the task ran: a worker killed mid-task gets it redelivered;
-        # the claim tokens and message rows make the redelivery harmless.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        # One task at a time per worker process: a slow SMTP batch holds no others hostage.
-        worker_prefetch_multiplier=1,
-        task_default_queue=DEFAULT_QUEUE,
-        task_routes={
-            "nurture.advance": {"queue": SEND_QUEUE},
-            "nurture.tick": {"queue": DEFAULT_QUEUE},
-            "nurture.handoffs.*": {"queue": DEFAULT_QUEUE},
-            "nurture.events.*": {"queue": EVENTS_QUEUE},
-        },
-        beat_schedule={
-            "nurture-tick": {"task": "nurture.tick", "schedule": settings.tick_seconds},
-        },
-        broker_connection_retry_on_startup=True,
-        enable_utc=True,
-        timezone="UTC",
-    )
-    return celery
-
-
 def runtime() -> Runtime:
-    """This worker process's runtime, built on first use (never at import)."""
+    """This worker process's runtime, built on first use (never at import), with the
+    program of the YAML folder or, without it, the latest one published."""
     global _runtime
     if _runtime is None:
         settings = load_settings()
         require_secret_key(settings, "celery worker")
         rt = build_runtime(settings)
-        now = datetime.now(UTC)
-        if rt.settings.sequences_dir.is_dir():
-            rt.load_catalog(now)
-        else:
-            rt.catalog_from_db()
+        rt.load_program(datetime.now(UTC))
         _runtime = rt
     return _runtime
 
@@ -78,7 +43,7 @@ def runtime() -> Runtime:
 app = create_celery(load_settings())
 
 
-@app.task(name="nurture.tick", ignore_result=True)
+@app.task(name=TICK_TASK, ignore_result=True)
 def tick_task() -> int:
     """Beat's pass: claim due enrollments and dispatch them to the send queue."""
     claimed = dispatch_due(runtime(), datetime.now(UTC), _dispatch)
@@ -89,7 +54,7 @@ def tick_task() -> int:
     return claimed
 
 
-@app.task(name="nurture.handoffs.deliver", ignore_result=True)
+@app.task(name=HANDOFFS_TASK, ignore_result=True)
 def deliver_handoffs_task() -> int:
     """Deliver due hand-off webhooks (a bounded batch; the rest on the next tick)."""
     report = deliver_notifications(runtime(), datetime.now(UTC))
@@ -101,7 +66,7 @@ def _dispatch(claims: list[Claim]) -> None:
 
 
 @app.task(
-    name="nurture.advance",
+    name=ADVANCE_TASK,
     ignore_result=True,
     autoretry_for=(OperationalError,),  # database briefly away: retry soon
     retry_backoff=2,
@@ -111,12 +76,14 @@ def _dispatch(claims: list[Claim]) -> None:
 def advance_task(claims: list[list[int | str]]) -> int:
     """Advance a batch of claimed enrollments (ids and claim tokens) and send what is due."""
     parsed = [Claim(int(enrollment_id), str(token)) for enrollment_id, token in claims]
-    report = process_claims(runtime(), parsed, datetime.now(UTC))
-    return report.total_sent
+    now = datetime.now(UTC)
+    rt = runtime()
+    rt.refresh_program(now)
+    return process_claims(rt, parsed, now).total_sent
 
 
 @app.task(
-    name="nurture.events.process",
+    name=EVENTS_TASK,
     ignore_result=True,
     autoretry_for=(OperationalError,),
     retry_backoff=2,
@@ -125,7 +92,9 @@ def advance_task(claims: list[list[int | str]]) -> int:
 )
 def process_events_task(event_ids: list[int]) -> int:
     """Score stored events and move their leads through the funnel (the events queue)."""
+    now = datetime.now(UTC)
     rt = runtime()
+    rt.refresh_program(now)
     with transaction(rt.sessions) as session:
-        process_events(session, [int(i) for i in event_ids], datetime.now(UTC), rt.settings)
+        process_events(session, [int(i) for i in event_ids], now, rt.funnel())
     return len(event_ids)

@@ -1,5 +1,10 @@
-"""Shared fixtures: a migrated database on SQLite (always) and PostgreSQL (where running;
-in CI a missing service fails instead of skipping)."""
+"""The fixtures every test folder shares: a migrated database on SQLite (always) and
+PostgreSQL (where running; in CI a missing service fails instead of skipping), Redis, an
+in-memory transport, a runtime on the engine fixtures (``rt``) or the funnel fixtures
+(``funnel_rt``), and a frozen clock.
+
+``tests/unit`` needs none of the services; ``tests/integration`` uses the databases;
+``tests/e2e`` starts processes (``nurture``, Celery workers) and browsers."""
 
 from __future__ import annotations
 
@@ -11,13 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import support.engine as engine_support
+import support.funnel as funnel_support
+from freezegun import freeze_time
+from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.migrate import upgrade
 from nurture.db.models import Base
 from nurture.db.session import make_engine, make_session_factory
-from nurture.scoring.ledger import use_scoring_file
+from nurture.delivery.transports import MemoryTransport
+from nurture.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -43,15 +53,6 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{message} (CI=true: the {name} tests must run)")
     pytest.skip(f"{message}; start it to run these tests")
-
-
-@pytest.fixture(autouse=True)
-def _no_scoring_file_left_behind() -> Iterator[None]:
-    """A test that picks a scoring file (``use_scoring_file``) picks it for itself only:
-    each test starts with the rules of its settings' sequences folder."""
-    use_scoring_file(None)
-    yield
-    use_scoring_file(None)
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +111,34 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
     return REDIS_URL
+
+
+@pytest.fixture
+def memory() -> MemoryTransport:
+    """The in-memory transport: what the engine sent, for the test to read."""
+    return MemoryTransport()
+
+
+@pytest.fixture
+def rt(db_url: str, memory: MemoryTransport) -> Iterator[Runtime]:
+    """A runtime on the engine fixtures (sequences, templates), sending into ``memory``."""
+    runtime = engine_support.make_runtime(db_url, memory)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def funnel_rt(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """A runtime on the funnel fixtures (sequences, scoring.yaml, lifecycle.yaml)."""
+    funnel_support.use_fixture_folder(monkeypatch)
+    runtime = funnel_support.make_runtime(db_url)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def frozen() -> Iterator[FrozenDateTimeFactory]:
+    """The clock frozen at the engine fixtures' Monday 10:00 UTC; ``frozen.move_to(...)``
+    and ``frozen.tick(...)`` move it."""
+    with freeze_time(engine_support.MONDAY) as clock:
+        yield clock

@@ -29,6 +29,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from nurture.authoring.problems import Problem
+from nurture.core.leads import LEAD_FIELDS
 from nurture.tracking.links import template_urls
 
 if TYPE_CHECKING:
@@ -37,22 +38,8 @@ if TYPE_CHECKING:
 SUBJECT_FILE = "<subject>"
 EXPRESSION_FILE = "<expr>"
 TEMPLATE_SUFFIXES = ("html", "txt")
-LEAD_FIELDS = (
-    "first_name",
-    "last_name",
-    "email",
-    "company",
-    "title",
-    "industry",
-    "company_size",
-    "country",
-    "timezone",
-    "locale",
-    "persona",
-    "journey_stage",
-    "lifecycle_stage",
-    "attributes",
-)
+# What a template sees of a lead: its fields and its free-form attributes.
+TEMPLATE_LEAD_FIELDS = (*LEAD_FIELDS, "attributes")
 # Largest string or list a template may build with '*' (a sandbox must not eat the memory).
 MAX_REPEAT = 100_000
 MAX_POWER = 100
@@ -335,7 +322,7 @@ def build_context(
 
 def lead_fields(lead: Lead | LeadData) -> dict[str, Any]:
     """The ``lead`` a template sees, copied out of the ORM object (or a row of its columns)."""
-    return {name: plain(getattr(lead, name)) for name in LEAD_FIELDS}
+    return {name: plain(getattr(lead, name)) for name in TEMPLATE_LEAD_FIELDS}
 
 
 _SAMPLE_PEOPLE = {
@@ -406,3 +393,21 @@ def expression_names(expr: str) -> set[str]:
 def unknown_expression_names(expr: str) -> set[str]:
     """Names in an expression that will never be defined."""
     return expression_names(expr) - {"lead"} - set(_expression_env().globals)
+
+
+class SandboxExpressions:
+    """``expr:`` conditions compiled in the sandbox once per source text (the
+    :class:`nurture.core.conditions.Expressions` the engine and the funnel are handed)."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, Callable[[Mapping[str, Any]], bool]] = {}
+
+    def holds(self, source: str, lead: Mapping[str, Any]) -> bool:
+        """Whether the expression holds; one that does not compile or evaluate does not."""
+        try:
+            test = self._compiled.get(source)
+            if test is None:
+                test = self._compiled[source] = compile_condition(source)
+            return test(lead)
+        except ConditionError:  # e.g. a missing attribute compared to a number
+            return False

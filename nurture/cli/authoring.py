@@ -15,14 +15,14 @@ from rich.table import Table
 
 from nurture.authoring.problems import Problem, display_path
 from nurture.authoring.templates import (
-    LEAD_FIELDS,
+    TEMPLATE_LEAD_FIELDS,
     TemplateProblem,
     TemplateRenderer,
     sample_lead,
 )
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
+from nurture.delivery.compose import PendingSend, compose_email
 from nurture.delivery.mime import OutgoingEmail, build_message, serialize
-from nurture.delivery.sending import PendingSend, compose_email
 from nurture.leads.schema import LeadIn, field_errors, match_persona
 from nurture.program.validate import ValidationReport, validate_paths
 from nurture.sequences.engine import SendEmail
@@ -200,8 +200,8 @@ def _read_lead(path: Path) -> LeadFile:
     if not isinstance(data, dict):
         _fail(f"{path}:{lines.line_for(())}: a lead file must be a mapping of lead fields")
     for name in data:
-        if name not in LEAD_FIELDS:
-            allowed = ", ".join(LEAD_FIELDS)
+        if name not in TEMPLATE_LEAD_FIELDS:
+            allowed = ", ".join(TEMPLATE_LEAD_FIELDS)
             _fail(f"{path}:{lines.line_for((name,))}: unknown lead field '{name}' ({allowed})")
     if not isinstance(data.get("attributes", {}), dict):
         _fail(f"{path}:{lines.line_for(('attributes',))}: attributes must be a mapping")

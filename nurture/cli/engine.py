@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from nurture.bootstrap import AuthoringError, Runtime, build_runtime
+from nurture.bootstrap import build_runtime
 from nurture.cli.output import show_time, table_console
 from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
@@ -29,7 +29,9 @@ from nurture.jobs.demo import (
     simulate,
 )
 from nurture.jobs.tick import tick as run_tick
-from nurture.sequences.advance import BatchReport
+from nurture.program.loading import AuthoringError
+from nurture.runtime import Runtime
+from nurture.sequences.batch import BatchReport
 from nurture.settings import load_settings, require_secret_key
 
 console = Console()
@@ -43,7 +45,7 @@ SAMPLE_LEADS = Path("data/sample_leads.csv")
 def _runtime_or_exit(now: datetime, **overrides: object) -> Runtime:
     rt = build_runtime(load_settings(**overrides))
     try:
-        rt.load_catalog(now)
+        rt.load_program(now)
     except AuthoringError as exc:
         for problem in exc.problems:
             console.print(str(problem), markup=False)
@@ -72,9 +74,9 @@ def demo(
     rt = _runtime_or_exit(
         DEMO_START, database_url=url, outbox_dir=outbox, transport="outbox", broker_url=""
     )
-    catalog = rt.require_catalog()
+    catalog = rt.catalog
     console.print(f"loaded {len(catalog.specs())} sequences from {rt.settings.sequences_dir}/")
-    imported = import_leads(leads, rt.sessions, catalog, now=DEMO_START, settings=rt.settings)
+    imported = import_leads(leads, rt.sessions, rt.funnel(), now=DEMO_START)
     console.print(
         f"imported {imported.created} leads ({imported.skipped} rows skipped); "
         f"enrolled {sum(imported.enrolled.values())}"

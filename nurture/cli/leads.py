@@ -24,22 +24,24 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from nurture.bootstrap import build_runtime
 from nurture.cli.common import database_problem
 from nurture.cli.output import count_table, print_errors, show_time, table_console
 from nurture.db.models import Enrollment, Lead
-from nurture.db.session import make_engine, make_session_factory, transaction
+from nurture.db.session import make_engine, make_session_factory
 from nurture.leads.importer import (
     ROW_CONVENTION,
     ImportAborted,
     ImportReport,
     check_file,
+    funnel_for_import,
     import_leads,
 )
 from nurture.leads.schema import canonical_timezone
-from nurture.sequences.catalog import Catalog, publish
-from nurture.sequences.loading import load_sequences
+from nurture.program.loading import AuthoringError
+from nurture.runtime import Runtime
 from nurture.settings import Settings, load_settings
 
 app = typer.Typer(help="Leads: import from CSV, list.", no_args_is_help=True)
@@ -93,24 +95,23 @@ def import_command(
 def _run_import(
     settings: Settings, file: Path, sequences: Path, err_console: Console | None
 ) -> ImportReport:
-    """Check the file, publish the sequences, import; ``err_console`` None means quiet."""
+    """Check the file, publish the program, import; ``err_console`` None means quiet."""
     now = datetime.now(UTC)
     try:
         check_file(file)
     except ImportAborted as exc:
         raise Fatal(str(exc)) from None
-    engine = _engine(settings)
+    _engine(settings).dispose()  # a migrated database, or Fatal with what to do
+    rt = build_runtime(settings.model_copy(update={"sequences_dir": sequences}))
     try:
-        factory = make_session_factory(engine)
-        catalog = _publish(factory, sequences, now, err_console)
+        _load_program(rt, sequences, now, err_console)
         with _progress(err_console) as progress:
             task = progress.add_task("importing", total=_count_rows(file))
             report = import_leads(
                 file,
-                factory,
-                catalog,
+                rt.sessions,
+                funnel_for_import(rt.funnel),
                 now=now,
-                settings=settings,
                 on_progress=lambda rows: progress.update(task, completed=rows),
             )
             progress.update(task, total=report.rows, completed=report.rows)
@@ -118,7 +119,7 @@ def _run_import(
     except ImportAborted as exc:
         raise Fatal(str(exc)) from None
     finally:
-        engine.dispose()
+        rt.close()
 
 
 def _engine(settings: Settings) -> Engine:
@@ -131,23 +132,25 @@ def _engine(settings: Settings) -> Engine:
     return engine
 
 
-def _publish(
-    factory: sessionmaker[Session], sequences: Path, now: datetime, err_console: Console | None
-) -> Catalog:
-    """Load the sequences (refusing them if they have errors) and publish new versions."""
-    loaded, problems = load_sequences(sequences)
-    errors = [p for p in problems if p.is_error]
-    if errors:
-        listing = "\n".join(str(p) for p in errors)
-        raise Fatal(f"{listing}\nthe sequences in {sequences} have errors; fix them first")
-    if err_console is not None:
-        for warning in problems:
-            err_console.print(str(warning), markup=False, highlight=False, soft_wrap=True)
+def _load_program(rt: Runtime, sequences: Path, now: datetime, err_console: Console | None) -> None:
+    """Load the program (refusing sequences with errors) and publish new versions."""
+    if not sequences.exists():
+        raise Fatal(
+            f"{sequences}: no such file or directory\n"
+            f"the sequences in {sequences} have errors; fix them first"
+        )
     try:
-        with transaction(factory) as session:
-            return publish(session, loaded, now)
+        program = rt.load_program(now)
+    except AuthoringError as exc:
+        listing = "\n".join(str(p) for p in exc.problems)
+        raise Fatal(
+            f"{listing}\nthe sequences in {sequences} have errors; fix them first"
+        ) from None
     except (ValueError, SQLAlchemyError) as exc:
         raise Fatal(f"cannot publish the sequences: {_first_line(exc)}") from None
+    if err_console is not None:
+        for warning in program.warnings:
+            err_console.print(str(warning), markup=False, highlight=False, soft_wrap=True)
 
 
 class RateColumn(ProgressColumn):

@@ -23,9 +23,13 @@ from nurture.cli.output import show_time
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.funnel.decisions import Bant, SalesDecision
+from nurture.funnel.funnel import Funnel
 from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import TransitionRefused
-from nurture.funnel.stages import DecisionRefused, Funnel, apply_decision, lead_status
+from nurture.funnel.sales import DecisionRefused, apply_decision
+from nurture.funnel.status import lead_status
+from nurture.program.loading import AuthoringError
+from nurture.runtime import Runtime
 from nurture.settings import Settings, load_settings
 
 app = typer.Typer(help="Sales decisions on leads, and where a lead stands.", no_args_is_help=True)
@@ -46,14 +50,31 @@ def fail(message: str) -> typer.Exit:
 @contextmanager
 def database(settings: Settings) -> Iterator[sessionmaker[Session]]:
     """Sessions on the configured database; a clear error when it is unreachable."""
+    with runtime(settings, load=False) as rt:
+        yield rt.sessions
+
+
+@contextmanager
+def runtime(settings: Settings, *, load: bool = True) -> Iterator[Runtime]:
+    """The runtime on the configured database, its program loaded unless ``load`` is
+    False; a clear error when the database is unreachable or the sequences have errors."""
     rt = build_runtime(settings)
     try:
-        yield rt.sessions
+        if load:
+            _load(rt)
+        yield rt
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise fail(f"database: {first} (is it migrated? `nurture db upgrade`)") from None
     finally:
         rt.close()
+
+
+def _load(rt: Runtime) -> None:
+    try:
+        rt.load_program(datetime.now(UTC))
+    except AuthoringError as exc:
+        raise fail(f"the sequences have errors (nurture validate):\n{exc}") from None
 
 
 def find_lead(session: Session, email: str) -> Lead:
@@ -63,13 +84,14 @@ def find_lead(session: Session, email: str) -> Lead:
     return lead
 
 
-def _funnel(settings: Settings) -> Funnel:
+def _funnel(rt: Runtime) -> Funnel:
+    funnel = rt.funnel()
     try:
-        funnel = Funnel.load(settings)
+        spec = funnel.spec
     except LifecycleConfigError as exc:
         raise fail(f"lifecycle.yaml has errors (nurture validate):\n{exc}") from None
-    if funnel.spec is None:
-        raise fail(f"no lifecycle.yaml in {settings.sequences_dir}")
+    if spec is None:
+        raise fail(f"no lifecycle.yaml in {rt.settings.sequences_dir}")
     return funnel
 
 
@@ -80,9 +102,9 @@ def _decide(email: str, **fields: Any) -> None:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
-    funnel = _funnel(settings)
     now = datetime.now(UTC)
-    with database(settings) as sessions, transaction(sessions) as session:
+    with runtime(settings) as rt, transaction(rt.sessions) as session:
+        funnel = _funnel(rt)
         lead = find_lead(session, email)
         before = lead.lifecycle_stage
         try:
@@ -155,10 +177,9 @@ def status(
 ) -> None:
     """Where a lead stands: stage, score, why it is (not) an MQL, hand-offs, history."""
     settings = load_settings()
-    funnel = _funnel(settings)
     now = datetime.now(UTC)
-    with database(settings) as sessions, sessions() as session:
-        found = lead_status(session, find_lead(session, email), now, funnel)
+    with runtime(settings) as rt, rt.sessions() as session:
+        found = lead_status(session, find_lead(session, email), now, _funnel(rt))
     if as_json:
         typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
         return

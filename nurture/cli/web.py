@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nurture.bootstrap import Runtime, build_runtime
+from nurture.bootstrap import build_runtime
 from nurture.cli.common import database_problem
 from nurture.cli.output import count_table, print_errors
 from nurture.db.models import Lead
 from nurture.db.session import transaction
-from nurture.jobs.events import enqueue, process_now, process_unscored
+from nurture.jobs.events import process_unscored, submit
 from nurture.leads.erasure import erase_lead, find_lead, is_erased_address
 from nurture.leads.events import UnknownEmailPolicy
 from nurture.leads.events_import import (
@@ -30,7 +30,10 @@ from nurture.leads.events_import import (
     check_file,
     import_events,
 )
-from nurture.scoring.ledger import rules_for
+from nurture.program.loading import AuthoringError
+from nurture.program.program import Program
+from nurture.runtime import Runtime
+from nurture.scoring.loading import ScoringError
 from nurture.settings import Settings, load_settings, require_secret_key
 
 log = logging.getLogger("nurture")
@@ -52,6 +55,17 @@ def _checked_runtime(settings: Settings) -> Runtime:
         rt.close()
         raise _fail(problem)
     return rt
+
+
+def _program(rt: Runtime, now: datetime) -> Program:
+    """The runtime's program, loaded; a clear error and exit 1 when it cannot be."""
+    try:
+        program = rt.load_program(now)
+        program.scoring  # noqa: B018 (raises when scoring.yaml never loaded)
+    except (AuthoringError, ScoringError) as exc:
+        rt.close()
+        raise _fail(f"the program has errors (nurture validate):\n{exc}") from None
+    return program
 
 
 def web(
@@ -168,12 +182,10 @@ def _run_import(
     rt: Runtime, file: Path, policy: UnknownEmailPolicy, console: Console | None
 ) -> EventsImportReport:
     now = datetime.now(UTC)
+    rules = _program(rt, now).scoring
 
     def process(ids: list[int]) -> None:
-        if rt.settings.broker_url:
-            enqueue(rt.settings, ids)
-        else:
-            process_now(rt.sessions, ids, now, rt.settings)
+        submit(rt, ids, now)
 
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -193,7 +205,7 @@ def _run_import(
             default_timezone=rt.settings.default_timezone,
             process=process,
             on_progress=lambda rows: progress.update(task, completed=rows),
-            rules=rules_for(rt.settings),
+            rules=rules,
         )
         progress.update(task, total=report.rows, completed=report.rows)
     return report
@@ -227,7 +239,9 @@ def process_command() -> None:
     """Score stored events nobody scored yet (e.g. after a crash or a broker outage)."""
     rt = _checked_runtime(load_settings())
     try:
-        done = process_unscored(rt.sessions, datetime.now(UTC), rt.settings)
+        now = datetime.now(UTC)
+        _program(rt, now)
+        done = process_unscored(rt, now)
     finally:
         rt.close()
     Console().print(f"processed {done} events")

@@ -6,12 +6,56 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
-from nurture.authoring.templates import ConditionError, compile_condition
+from pydantic import Field, model_validator
+
 from nurture.core.durations import Duration
-from nurture.sequences.spec import Condition
+from nurture.core.schema import DurationText, Strict
+
+
+class Condition(Strict):
+    """A branch condition, as data. Exactly one kind per condition."""
+
+    opened: str | None = None
+    clicked: str | None = None
+    event: str | None = None
+    within: DurationText | None = None
+    attribute: str | None = None
+    eq: Any = None
+    ne: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    exists: bool | None = None
+    contains: str | None = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(default=None, alias="not")
+    expr: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Condition:
+        kinds = [
+            k
+            for k in ("opened", "clicked", "event", "attribute", "all", "any", "not_", "expr")
+            if getattr(self, k) is not None
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a condition needs exactly one of opened, clicked, event, attribute, all, any, "
+                f"not, expr; got {', '.join(k.rstrip('_') for k in kinds) or 'none'}"
+            )
+        return self
+
+    @property
+    def comparisons(self) -> dict[str, Any]:
+        """The attribute operators that were set (``in`` and ``not_in`` included)."""
+        ops = ("eq", "ne", "in_", "not_in", "gt", "gte", "lt", "lte", "exists", "contains")
+        return {op.rstrip("_"): getattr(self, op) for op in ops if op in self.model_fields_set}
 
 
 @dataclass(frozen=True)
@@ -83,20 +127,33 @@ def _as_span(duration: Duration) -> timedelta:
     )
 
 
-@lru_cache(maxsize=256)
-def _expression(source: str) -> Callable[[Mapping[str, Any]], bool]:
-    # The same sandbox the validator checks expressions with; compiled once per source.
-    return compile_condition(source)
+class Expressions(Protocol):
+    """Evaluates ``expr:`` conditions (``lead.company_size >= 100``). The sandboxed
+    compiler lives with the templates (nurture.authoring.templates); it is handed in, so
+    this module needs no template engine."""
+
+    def holds(self, source: str, lead: Mapping[str, Any]) -> bool:
+        """Whether the expression holds for this lead (False when it cannot be evaluated)."""
+        ...
 
 
-def _expression_holds(source: str, lead: Mapping[str, Any]) -> bool:
-    try:
-        return _expression(source)(lead)
-    except ConditionError:  # e.g. a missing attribute compared to a number: not a match
-        return False
+class NoExpressions:
+    """For callers that evaluate no ``expr:`` condition: one reaching it is a bug."""
+
+    def holds(self, source: str, lead: Mapping[str, Any]) -> bool:
+        raise ValueError(f"expression {source!r} needs the expression compiler; none was given")
 
 
-def holds(cond: Condition, lead: Mapping[str, Any], activity: Activity, now: datetime) -> bool:
+NO_EXPRESSIONS = NoExpressions()
+
+
+def holds(
+    cond: Condition,
+    lead: Mapping[str, Any],
+    activity: Activity,
+    now: datetime,
+    expressions: Expressions = NO_EXPRESSIONS,
+) -> bool:
     """Whether ``cond`` holds for this lead at ``now``."""
     if cond.opened is not None:
         return activity.opened(cond.opened)
@@ -108,9 +165,9 @@ def holds(cond: Condition, lead: Mapping[str, Any], activity: Activity, now: dat
     if cond.attribute is not None:
         return _attribute_holds(cond, lead)
     if cond.all is not None:
-        return all(holds(c, lead, activity, now) for c in cond.all)
+        return all(holds(c, lead, activity, now, expressions) for c in cond.all)
     if cond.any is not None:
-        return any(holds(c, lead, activity, now) for c in cond.any)
+        return any(holds(c, lead, activity, now, expressions) for c in cond.any)
     if cond.not_ is not None:
-        return not holds(cond.not_, lead, activity, now)
-    return _expression_holds(cond.expr or "false", lead)
+        return not holds(cond.not_, lead, activity, now, expressions)
+    return expressions.holds(cond.expr or "false", lead)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 # Written by the engine about its own deliveries.
 DELIVERY_EVENTS = ("sent", "deferred", "failed", "unknown", "bounced")
+# The engine's bookkeeping: never scored (a bounce is: a negative rule may count it).
+UNSCORED_TYPES = ("sent", "deferred", "failed", "unknown")
 # A lead's reaction to an email, written by the tracking endpoints.
 EMAIL_EVENTS = ("opened", "clicked", "unsubscribed", "complained")
 # Behavior beyond email, taken by the API and the events import.

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from nurture.core.vocabulary import UNSCORED_TYPES
+
 # Stable constraint names, so Alembic migrations are the same on every database.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -91,7 +93,11 @@ def sqlite_utc_datetime(value: str | datetime | None) -> datetime | None:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: AwareDateTime, dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: AwareDateTime,
+        dict[str, Any]: JSON,
+        dict[str, Any] | None: JSON,
+    }
 
 
 class Lead(Base):
@@ -143,6 +149,22 @@ class SequenceVersion(Base):
     key: Mapped[str] = mapped_column(String(120))
     version: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict[str, Any]] = mapped_column()
+    source_path: Mapped[str] = mapped_column(String(500), default="")
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RuleVersion(Base):
+    """Every version of the scoring and lifecycle rules that was ever published, so every
+    process of a deployment (a worker without the YAML folder too) decides with the same
+    rules. ``document`` None records that the folder had no such file."""
+
+    __tablename__ = "rule_versions"
+    __table_args__ = (UniqueConstraint("kind", "version", name="uq_rule_versions_kind_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # scoring | lifecycle
+    version: Mapped[str] = mapped_column(String(16))
+    document: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     source_path: Mapped[str] = mapped_column(String(500), default="")
     loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -206,7 +228,9 @@ class Message(Base):
 
 # Events still to score (the engine's bookkeeping events are never scored). Queries that
 # look for them use this exact text, so that SQLite uses the partial index ix_events_unscored.
-UNSCORED_EVENTS = "scored_at IS NULL AND type NOT IN ('sent', 'deferred', 'failed', 'unknown')"
+UNSCORED_EVENTS = "scored_at IS NULL AND type NOT IN ({})".format(
+    ", ".join(f"'{kind}'" for kind in UNSCORED_TYPES)
+)
 
 
 class Event(Base):

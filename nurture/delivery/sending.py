@@ -13,20 +13,21 @@ saves when the SMTP server answers within microseconds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Literal
 
-from nurture.authoring.templates import TemplateProblem, TemplateRenderer, build_context
-from nurture.bootstrap import Runtime
-from nurture.delivery.mime import OutgoingEmail, build_message, make_message_id
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture.authoring.templates import TemplateProblem, TemplateRenderer
+from nurture.delivery.compose import PendingSend, compose_email
+from nurture.delivery.mime import OutgoingEmail, build_message
 from nurture.delivery.transports import Transport, TransportError
-from nurture.sequences.engine import SendEmail
 from nurture.settings import Settings
 from nurture.tracking.hits import save_links
-from nurture.tracking.links import TrackedLink, track, tracking_for
-from nurture.tracking.tokens import unsubscribe_url
+from nurture.tracking.links import TrackedLink
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,14 @@ OutcomeStatus = Literal["sent", "retry", "bounced", "failed", "unknown"]
 
 
 @dataclass(frozen=True)
-class PendingSend:
-    """A message claimed in the database and not yet handed to the transport."""
+class Sender:
+    """What sending needs: the settings (who the mail is from, tracking, signing), the
+    templates, the transport, and the database the tracked links are stored in."""
 
-    message_id: int
-    enrollment_id: int
-    decision: SendEmail
-    lead: dict[str, Any]
-    sequence_key: str
-    sequence_name: str
+    settings: Settings
+    renderer: TemplateRenderer
+    transport_factory: Callable[[], Transport]
+    sessions: sessionmaker[Session]
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,22 @@ class Outcome:
     error: str = ""
 
 
-def deliver(rt: Runtime, pending: list[PendingSend], now: datetime) -> list[Outcome]:
+def deliver(sender: Sender, pending: list[PendingSend], now: datetime) -> list[Outcome]:
     """Send every pending message, reusing one connection for the batch."""
     if not pending:
         return []
-    composed = [_compose_one(rt, p, now) for p in pending]
+    composed = [_compose_one(sender, p, now) for p in pending]
     try:
         # The links are stored before any mail leaves: a click the moment it arrives finds them.
-        save_links(rt.sessions, {c.pending.message_id: c.links for c in composed if c.email}, now)
+        save_links(
+            sender.sessions, {c.pending.message_id: c.links for c in composed if c.email}, now
+        )
     except Exception as exc:  # nothing has left: every message is tried again later
         log.error("links not stored, %d messages not sent: %s", len(pending), exc)
         error = f"not sent: the links could not be stored: {type(exc).__name__}: {exc}"
         return [c.failure or Outcome(c.pending, "retry", error=error) for c in composed]
-    with rt.transport_factory() as transport:
-        return [_deliver_one(rt, transport, c) for c in composed]
+    with sender.transport_factory() as transport:
+        return [_deliver_one(sender, transport, c) for c in composed]
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,9 @@ class _Composed:
     failure: Outcome | None = None
 
 
-def _compose_one(rt: Runtime, pending: PendingSend, now: datetime) -> _Composed:
+def _compose_one(sender: Sender, pending: PendingSend, now: datetime) -> _Composed:
     try:
-        email, links = compose_tracked(rt, pending, now)
+        email, links = compose_email(sender.settings, sender.renderer, pending, now)
         message = build_message(email)
     except TemplateProblem as problem:
         log.error("message %s not rendered: %s", pending.message_id, problem)
@@ -101,12 +103,12 @@ def _compose_one(rt: Runtime, pending: PendingSend, now: datetime) -> _Composed:
     return _Composed(pending, email, message, links)
 
 
-def _deliver_one(rt: Runtime, transport: Transport, composed: _Composed) -> Outcome:
+def _deliver_one(sender: Sender, transport: Transport, composed: _Composed) -> Outcome:
     pending, email, message = composed.pending, composed.email, composed.message
     if composed.failure is not None or email is None or message is None:
         return composed.failure or Outcome(pending, "failed", error="not composed")
     try:
-        transport.send(message, envelope_from=rt.settings.sender_email, to=email.to_email)
+        transport.send(message, envelope_from=sender.settings.sender_email, to=email.to_email)
     except ValueError as exc:
         return Outcome(pending, "failed", email.subject, email.message_id, str(exc))
     except TransportError as exc:
@@ -130,70 +132,3 @@ def _reset(transport: Transport) -> None:
     except Exception as exc:
         log.warning("closing the transport after an error failed: %s", exc)
     transport.open()
-
-
-def compose(rt: Runtime, pending: PendingSend, now: datetime) -> OutgoingEmail:
-    """The email for a pending message: rendered for the lead, with signed links."""
-    return compose_tracked(rt, pending, now)[0]
-
-
-def compose_tracked(
-    rt: Runtime, pending: PendingSend, now: datetime
-) -> tuple[OutgoingEmail, tuple[TrackedLink, ...]]:
-    """The email for a pending message, its links rewritten for click tracking (with UTM
-    parameters and an open pixel), and the links to store for the click redirect."""
-    return compose_email(rt.settings, rt.renderer, pending, now)
-
-
-def compose_email(
-    settings: Settings,
-    renderer: TemplateRenderer,
-    pending: PendingSend,
-    now: datetime,
-    *,
-    message_id_prefix: str = "nurture",
-) -> tuple[OutgoingEmail, tuple[TrackedLink, ...]]:
-    """``compose_tracked`` without a runtime (``nurture preview`` uses it, with message id
-    0): only the template's own links are tracked, never a URL from lead data."""
-    decision = pending.decision
-    unsubscribe = unsubscribe_url(settings.base_url, settings.secret_key, pending.message_id)
-    context = build_context(
-        pending.lead,
-        sender_name=settings.sender_name,
-        sender_email=settings.sender_email,
-        unsubscribe_url=unsubscribe,
-        sequence_key=pending.sequence_key,
-        sequence_name=pending.sequence_name,
-        step_id=decision.step_id,
-    )
-    rendered = renderer.render_email(decision.template, decision.subject, decision.locale, context)
-    tracking = tracking_for(
-        settings,
-        pending.message_id,
-        pending.sequence_key,
-        decision.step_id,
-        unsubscribe,
-        allowed=rendered.template_urls,
-    )
-    tracked = track(rendered.html, rendered.text, tracking)
-    lead = pending.lead
-    domain = settings.sender_email.rpartition("@")[2] or "nurture.local"
-    email = OutgoingEmail(
-        to_email=lead["email"],
-        to_name=" ".join(p for p in (lead.get("first_name"), lead.get("last_name")) if p),
-        from_email=settings.sender_email,
-        from_name=settings.sender_name,
-        reply_to=settings.reply_to,
-        subject=rendered.subject,
-        html=tracked.html,
-        text=tracked.text,
-        message_id=make_message_id(f"{message_id_prefix}.{pending.message_id}", domain),
-        unsubscribe_url=unsubscribe,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
-        headers=(
-            ("X-Nurture-Sequence", pending.sequence_key),
-            ("X-Nurture-Step", decision.step_id),
-        ),
-        date=now,
-    )
-    return email, tracked.links

@@ -10,20 +10,22 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import holidays
 from pydantic import ValidationError
 
+from nurture.authoring.errors import validation_problems as pydantic_problems
 from nurture.authoring.problems import Problem
+from nurture.authoring.sources import files_of_kind
 from nurture.authoring.templates import ConditionError, compile_condition
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
+from nurture.core.stages import LifecycleStage
 from nurture.core.vocabulary import ENGAGEMENT_EVENTS
 from nurture.funnel.spec import LIFECYCLE_KIND, LifecycleSpec
-from nurture.sequences.loading import SourcedSequence, load_sources, sequence_files
-from nurture.sequences.loading import validation_problems as pydantic_problems
-from nurture.sequences.spec import LifecycleStage, SequenceSpec
+from nurture.sequences.loading import SourcedSequence, load_sources
+from nurture.sequences.spec import SequenceSpec
 
 SCORING_KIND = "scoring"
 # The engine reads the funnel rules from this file of the sequences folder.
@@ -55,26 +57,6 @@ class SourcedLifecycle:
         return Problem(
             self.path, self.line(*loc), message, "warning" if severity == "warning" else "error"
         )
-
-
-def kind_of(file: Path) -> str | None:
-    """The ``kind:`` of a YAML file (``sequence`` when absent); None if it does not parse."""
-    try:
-        data, _ = load_yaml(file)
-    except YamlSourceError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    return str(data.get("kind", "sequence"))
-
-
-def files_of_kind(paths: Iterable[Path], kind: str) -> list[Path]:
-    """The YAML files under ``paths`` whose ``kind:`` is ``kind``."""
-    found: list[Path] = []
-    for path in paths:
-        if path.exists():
-            found += [f for f in sequence_files(path) if kind_of(f) == kind]
-    return found
 
 
 def load_lifecycle_file(file: Path) -> tuple[SourcedLifecycle | None, list[Problem]]:
@@ -273,17 +255,19 @@ def load_lifecycle(folder: Path) -> LifecycleSpec | None:
     """The lifecycle spec of a sequences folder (None when it has none); raise
     LifecycleConfigError when it has errors, so the funnel never runs on a broken file."""
     path = lifecycle_path(folder)
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
+    if not path.is_file():
         return None
-    return _load_cached(path, mtime)
-
-
-@lru_cache(maxsize=8)
-def _load_cached(file: Path, mtime_ns: int) -> LifecycleSpec:
-    # Keyed by modification time: an edited file is read again on the next pass.
-    sourced, problems = load_lifecycle_file(file)
+    sourced, problems = load_lifecycle_file(path)
     if sourced is None:
         raise LifecycleConfigError(problems)
     return sourced.spec
+
+
+def spec_document(spec: LifecycleSpec) -> dict[str, Any]:
+    """The spec as plain JSON data (what is published in ``rule_versions``)."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def spec_from_document(document: dict[str, Any] | None) -> LifecycleSpec | None:
+    """The spec a published document holds (None: the folder had no lifecycle file)."""
+    return None if document is None else LifecycleSpec.model_validate(document)

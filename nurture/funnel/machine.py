@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from nurture.sequences.spec import LifecycleStage
+from nurture.core.stages import LifecycleStage
 
 Stage = LifecycleStage
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nurture.core.conditions import Activity, holds
+from nurture.core.conditions import NO_EXPRESSIONS, Activity, Expressions, holds
 from nurture.funnel.machine import MARKETING_STAGES, ReasonKind, Stage
 from nurture.funnel.spec import Exclusion, FastTrack, LifecycleSpec, MqlRule
 
@@ -69,11 +69,16 @@ def exclusion_facts(lead: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def matching_exclusions(
-    exclusions: Sequence[Exclusion], lead: Mapping[str, Any], now: datetime
+    exclusions: Sequence[Exclusion],
+    lead: Mapping[str, Any],
+    now: datetime,
+    expressions: Expressions = NO_EXPRESSIONS,
 ) -> list[tuple[str, str]]:
     """(name, reason) of every ICP exclusion the lead matches."""
     facts = exclusion_facts(lead)
-    return [(e.name, e.reason) for e in exclusions if holds(e.if_, facts, Activity(), now)]
+    return [
+        (e.name, e.reason) for e in exclusions if holds(e.if_, facts, Activity(), now, expressions)
+    ]
 
 
 def check_rule(rule: MqlRule, score: ScoreView) -> RuleCheck:
@@ -131,11 +136,12 @@ def assess(
     since: datetime | None,
     recycle_until: datetime | None,
     now: datetime,
+    expressions: Expressions = NO_EXPRESSIONS,
 ) -> Assessment:
     """What the rules say about ``lead`` at ``now``. ``events`` are its human events
     (type, time); only those after ``since`` (the start of its current stage) count."""
     stage = str(lead.get("lifecycle_stage") or "")
-    excluded = matching_exclusions(spec.exclusions, lead, now)
+    excluded = matching_exclusions(spec.exclusions, lead, now, expressions)
     rules = [check_rule(rule, score) for rule in spec.mql.rules]
     triggers = [check_trigger(t, events, since, now) for t in spec.fast_track]
     cooling = (

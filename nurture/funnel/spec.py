@@ -13,8 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from nurture.core.conditions import Condition
 from nurture.core.durations import Duration
-from nurture.sequences.spec import Condition, DurationText, LifecycleStage, Strict
+from nurture.core.schema import DurationText, Strict
+from nurture.core.stages import LifecycleStage
 
 LIFECYCLE_KIND = "lifecycle"
 BantField = Literal["budget", "authority", "need", "timeline"]

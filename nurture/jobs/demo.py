@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from nurture.bootstrap import Runtime
+from nurture.db.events import record_event
 from nurture.db.models import Enrollment, Event, Lead, Message, StageChange
 from nurture.db.session import transaction
 from nurture.jobs.events import process_now
 from nurture.jobs.tick import tick
-from nurture.sequences.advance import BatchReport, record_event
+from nurture.runtime import Runtime
+from nurture.sequences.batch import BatchReport
 
 # Engagement of simulated leads: roughly a B2B newsletter's human open and click rates.
 OPEN_RATE = 0.35
@@ -135,7 +136,7 @@ def _happen(
                 select(Event.id).where(Event.scored_at.is_(None), Event.occurred_at <= now)
             )
         )
-    process_now(rt.sessions, ids, now, rt.settings)
+    process_now(rt, ids, now)
     return [p for p in planned if p.at > now]
 
 

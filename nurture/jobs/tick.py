@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from nurture.bootstrap import Runtime
-from nurture.funnel.stages import deliver_notifications, funnel_pass
+from nurture.jobs.advance import process_claims
 from nurture.jobs.events import sweep_unscored
-from nurture.sequences.advance import BatchReport, process_claims
+from nurture.jobs.funnel import deliver_notifications, funnel_pass
+from nurture.runtime import Runtime
+from nurture.sequences.batch import BatchReport
 from nurture.sequences.claims import Claim, claim_due
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ def tick(
     """One embedded pass: claim due enrollments batch by batch and advance them in-process;
     ``should_stop`` is asked between batches (a claimed batch is always finished)."""
     report = BatchReport()
+    rt.refresh_program(now)  # rules edited or published since the last pass
     # The engine's bounces of earlier passes, lost events.
-    sweep_unscored(rt.sessions, now, rt.settings)
+    sweep_unscored(rt, now)
     # Cool-downs ending (their leads are due below) and SLAs: database work only.
     funnel_pass(rt, now, deliver=False)
     for _ in range(MAX_BATCHES_PER_TICK):
@@ -52,8 +54,9 @@ def dispatch_due(rt: Runtime, now: datetime, send: Callable[[list[Claim]], None]
     """One distributed pass: claim due enrollments and hand each batch to ``send`` (a Celery
     task); returns how many were claimed. Workers advance them."""
     claimed = 0
+    rt.refresh_program(now)  # rules edited or published since the last pass
     # The engine's bounces, lost events: a bounded batch.
-    sweep_unscored(rt.sessions, now, rt.settings)
+    sweep_unscored(rt, now)
     # Cool-downs ending and SLAs; webhooks are their own task (nurture.handoffs.deliver).
     funnel_pass(rt, now, deliver=False)
     for _ in range(MAX_BATCHES_PER_TICK):
@@ -66,5 +69,4 @@ def dispatch_due(rt: Runtime, now: datetime, send: Callable[[list[Claim]], None]
 
 
 def _claim(rt: Runtime, now: datetime) -> list[Claim]:
-    lease = timedelta(seconds=rt.settings.claim_lease_seconds)
-    return claim_due(rt.sessions, now, rt.settings.batch_size, lease)
+    return claim_due(rt.sessions, now, rt.settings.batch_size, rt.drip().lease)

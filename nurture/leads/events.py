@@ -209,7 +209,7 @@ def store_events(
     default_timezone: str,
     first_index: int = 0,
     mark_scored: bool = False,
-    rules: ScoringRules | None = None,
+    rules: ScoringRules,
 ) -> IngestReport:
     """Store a batch in the caller's transaction; the report says what became of each.
     ``mark_scored``: the events are stored with ``scored_at`` = ``now``, for a caller that
@@ -319,7 +319,7 @@ def _resolve_leads(
     policy: UnknownEmailPolicy,
     default_timezone: str,
     report: IngestReport,
-    rules: ScoringRules | None,
+    rules: ScoringRules,
 ) -> dict[str, int | str]:
     """Lead id by lower-cased email, or the reason the email has no lead (a str)."""
     emails = sorted({event.email.lower() for event in events})
@@ -347,7 +347,7 @@ def _resolve_leads(
 
 
 def _record_first_stages(
-    session: Session, lead_ids: Sequence[int], now: datetime, rules: ScoringRules | None
+    session: Session, lead_ids: Sequence[int], now: datetime, rules: ScoringRules
 ) -> None:
     """A lead created by an event starts its stage history like any other (from none)."""
     if not lead_ids:

@@ -92,7 +92,7 @@ def import_events(
     process: Processor,
     batch_size: int = DEFAULT_BATCH,
     on_progress: Callable[[int], None] | None = None,
-    rules: ScoringRules | None = None,
+    rules: ScoringRules,
 ) -> EventsImportReport:
     """Import the events of ``path``; ``process`` gets the ids of each batch's new events.
     Raises ImportAborted if the file is unusable (before anything is written)."""
@@ -225,7 +225,7 @@ def _store(
     default_timezone: str,
     process: Processor,
     report: EventsImportReport,
-    rules: ScoringRules | None,
+    rules: ScoringRules,
 ) -> None:
     try:
         with transaction(sessions) as session:

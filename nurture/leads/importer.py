@@ -25,16 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.models import Lead
 from nurture.db.session import transaction
+from nurture.funnel.funnel import Funnel
 from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import Reason, ReasonKind
-from nurture.funnel.stages import Funnel, change_stage, record_entries, refusal_of
+from nurture.funnel.stages import change_stage, record_entries, refusal_of
 from nurture.leads.rows import ImportAborted, RowError
 from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
-from nurture.scoring.ledger import refresh_fit, rules_for
+from nurture.scoring.ledger import refresh_fit
 from nurture.scoring.loading import ScoringError
-from nurture.sequences.catalog import Catalog
 from nurture.sequences.enrollment import enroll_many
-from nurture.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +90,23 @@ class _Row:
     lead: LeadIn
 
 
+def funnel_for_import(build: Callable[[], Funnel]) -> Funnel:
+    """The funnel rows are imported with (``rt.funnel``); ImportAborted, before anything is
+    written, when the scoring or lifecycle rules it needs have errors."""
+    try:
+        return build()
+    except ScoringError as exc:
+        raise ImportAborted(f"the scoring rules have errors; fix them first:\n{exc}") from None
+    except LifecycleConfigError as exc:  # rows may move leads through the funnel
+        raise ImportAborted(f"lifecycle.yaml has errors; fix them first:\n{exc}") from None
+
+
 def import_leads(
     path: Path,
     session_factory: sessionmaker[Session],
-    catalog: Catalog,
+    funnel: Funnel,
     *,
     now: datetime,
-    settings: Settings,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
@@ -106,21 +115,12 @@ def import_leads(
     the file is unusable (before anything is written)."""
     if now.tzinfo is None or batch_size < 1:
         raise ValueError("now must be timezone-aware and batch_size at least 1")
-    zone = canonical_timezone(settings.default_timezone)
+    default_zone = funnel.settings.default_timezone
+    zone = canonical_timezone(default_zone)
     if zone is None:
-        raise ImportAborted(
-            f"the default time zone {settings.default_timezone!r} is not an IANA zone"
-        )
-    try:
-        rules_for(settings)  # refuse to import with broken scoring rules, before writing
-    except ScoringError as exc:
-        raise ImportAborted(f"the scoring rules have errors; fix them first:\n{exc}") from None
-    try:
-        funnel = Funnel.load(settings, catalog)  # rows may move leads through the funnel
-    except LifecycleConfigError as exc:
-        raise ImportAborted(f"lifecycle.yaml has errors; fix them first:\n{exc}") from None
+        raise ImportAborted(f"the default time zone {default_zone!r} is not an IANA zone")
     report = ImportReport(file=str(path))
-    context = lead_context(catalog.personas())
+    context = lead_context(funnel.catalog.personas())
     batch: list[_Row] = []
     with _open(path) as stream:
         reader = csv.reader(stream)
@@ -302,7 +302,7 @@ def _upsert_and_enroll(
     # scoring.yaml's profile rules
     refresh_fit(session, [lead.id for lead in leads.values()], now, rules=funnel.rules)
     _record_stages(session, leads, result, funnel, now)
-    catalog = funnel.catalog_for(session)
+    catalog = funnel.catalog
     for outcome in enroll_many(session, list(leads.values()), catalog, now):
         if outcome.enrollment is not None:
             result.enrolled[outcome.enrollment.sequence_key] += 1

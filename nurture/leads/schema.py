@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from nurture.sequences.spec import JourneyStage, LifecycleStage
+from nurture.core.stages import JourneyStage, LifecycleStage
 
 # ISO 3166-1 alpha-2, plus XK (Kosovo), which CRMs use although it is user-assigned.
 _COUNTRIES = """

@@ -17,14 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Enrollment, Lead
+from nurture.funnel.funnel import Funnel
 from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import Reason, ReasonKind
-from nurture.funnel.stages import Funnel, change_stage, record_entries, refusal_of
+from nurture.funnel.stages import change_stage, record_entries, refusal_of
 from nurture.leads.schema import LeadIn
-from nurture.scoring.ledger import refresh_fit, rules_for
-from nurture.sequences.catalog import Catalog
+from nurture.scoring.ledger import refresh_fit
 from nurture.sequences.enrollment import enroll_many
-from nurture.settings import Settings
 
 ACTOR = "api"
 STAGE_FIELD = "lifecycle_stage"
@@ -49,9 +48,7 @@ class UpsertResult:
     not_enrolled: str = ""
 
 
-def upsert_lead(
-    session: Session, given: LeadIn, catalog: Catalog, now: datetime, settings: Settings
-) -> UpsertResult:
+def upsert_lead(session: Session, given: LeadIn, now: datetime, funnel: Funnel) -> UpsertResult:
     """Create or update the lead with ``given.email`` in the caller's transaction; raise
     StageRefused (nothing changed) when the stage asked for is not a move the lead can make."""
     lead = session.scalar(select(Lead).where(func.lower(Lead.email) == given.email.lower()))
@@ -59,21 +56,23 @@ def upsert_lead(
     target = None
     if lead is None:
         lead = Lead(
-            **given.new_lead_values(settings.default_timezone), created_at=now, updated_at=now
+            **given.new_lead_values(funnel.settings.default_timezone),
+            created_at=now,
+            updated_at=now,
         )
         session.add(lead)
     else:
         target = _stage_move(lead, given, now)
         _update(lead, given, now)
     session.flush()
-    rules = rules_for(settings)
+    rules = funnel.rules
     refresh_fit(session, [lead.id], now, rules=rules)
     if created:
         entry = Reason(ReasonKind.api, "created through the API", {"source": "api"})
         record_entries(session, [(lead, entry)], ACTOR, now, rules)
     elif target is not None:
-        _move(session, lead, target, catalog, now, settings)
-    outcome = enroll_many(session, [lead], catalog, now)[0]
+        _move(session, lead, target, now, funnel)
+    outcome = enroll_many(session, [lead], funnel.catalog, now)[0]
     reason = "" if outcome.enrollment else outcome.decision.outcome.value
     return UpsertResult(lead, created, outcome.enrollment, reason)
 
@@ -90,11 +89,9 @@ def _stage_move(lead: Lead, given: LeadIn, now: datetime) -> str | None:
     return str(target)
 
 
-def _move(
-    session: Session, lead: Lead, target: str, catalog: Catalog, now: datetime, settings: Settings
-) -> None:
+def _move(session: Session, lead: Lead, target: str, now: datetime, funnel: Funnel) -> None:
     try:
-        funnel = Funnel.load(settings, catalog)
+        funnel.spec  # noqa: B018 (raises when lifecycle.yaml never loaded)
     except LifecycleConfigError as exc:
         raise StageRefused(f"lifecycle.yaml has errors, no stage can change: {exc}") from None
     reason = Reason(ReasonKind.api, "set through the API", {"source": "api"})

@@ -1,6 +1,7 @@
 """One lead as a marketer looks at it: fields, stage, enrollment, score with its breakdown,
-and the timeline of messages, events, score changes and stage changes (newest first). Used by
-``nurture lead show`` and the lead API, so both show the same numbers."""
+and the timeline of messages, events, score changes and stage changes. ``nurture lead show``
+(newest first) and ``GET /api/v1/leads/{id}`` (in time order) both show this view, so they
+show the same numbers and the same history."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from nurture.core.leads import LEAD_FIELDS
 from nurture.db.models import Enrollment, Event, Lead, Message, ScoreEntry, StageChange
-from nurture.scoring.ledger import LEAD_FIELDS, active_rules, lead_score
+from nurture.scoring.ledger import lead_score
 from nurture.scoring.points import ScoreBreakdown, entry_value
 from nurture.scoring.rules import ScoringRules
 
@@ -34,6 +36,9 @@ class TimelineItem:
     decayed: float | None = None  # a score change's worth at the view's time
     id: int = 0
     stage: dict[str, Any] | None = None  # a stage change: from, to, reason, actor, score
+    # What integrators read of the item: a message's sequence, step and subject; an event's
+    # type, human flag, message and data; a score entry's rule, category and worth now.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The item as JSON data."""
@@ -43,13 +48,14 @@ class TimelineItem:
             "title": self.title,
             "detail": self.detail,
             "status": self.status,
+            "id": self.id,
         }
         if self.points is not None:
             data["points"] = self.points
             data["decayed"] = self.decayed
         if self.stage is not None:
             data.update(self.stage)
-        return data
+        return {**data, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -106,19 +112,22 @@ def lead_view(
     at: datetime,
     *,
     limit: int = DEFAULT_LIMIT,
-    rules: ScoringRules | None = None,
+    rules: ScoringRules,
+    newest_first: bool = True,
+    per_kind: bool = False,
 ) -> LeadView | None:
-    """The lead as of ``at`` (its score, and the timeline up to then), or None."""
+    """The lead as of ``at`` (its score, and the timeline up to then), or None. The
+    timeline holds the newest ``limit`` items (``per_kind``: of each kind), newest first
+    or in time order."""
     lead = session.get(Lead, lead_id)
     if lead is None:
         return None
-    rules = rules if rules is not None else active_rules()
     return LeadView(
         lead_id=lead.id,
         fields=_fields(lead),
         enrollments=_enrollments(session, lead_id),
         score=lead_score(session, lead_id, at, rules=rules),
-        timeline=timeline(session, lead_id, at, limit, rules),
+        timeline=timeline(session, lead_id, at, limit, rules, newest_first, per_kind),
     )
 
 
@@ -149,9 +158,16 @@ def _enrollments(session: Session, lead_id: int) -> list[EnrollmentView]:
 
 
 def timeline(
-    session: Session, lead_id: int, at: datetime, limit: int, rules: ScoringRules
+    session: Session,
+    lead_id: int,
+    at: datetime,
+    limit: int,
+    rules: ScoringRules,
+    newest_first: bool = True,
+    per_kind: bool = False,
 ) -> list[TimelineItem]:
-    """The newest ``limit`` messages, events, score and stage changes up to ``at``."""
+    """The newest ``limit`` messages, events, score and stage changes up to ``at``
+    (``per_kind``: ``limit`` of each)."""
     items = (
         _messages(session, lead_id, at, limit)
         + _events(session, lead_id, at, limit)
@@ -159,7 +175,8 @@ def timeline(
         + _stage_changes(session, lead_id, at, limit)
     )
     items.sort(key=lambda i: (i.at, _KIND_ORDER[i.kind], i.id), reverse=True)
-    return items[:limit]
+    kept = items if per_kind else items[:limit]
+    return kept if newest_first else kept[::-1]
 
 
 def _messages(session: Session, lead_id: int, at: datetime, limit: int) -> list[TimelineItem]:
@@ -177,6 +194,12 @@ def _messages(session: Session, lead_id: int, at: datetime, limit: int) -> list[
             detail=m.subject,
             status=m.status,
             id=m.id,
+            extra={
+                "sequence": m.sequence_key,
+                "step": m.step_id,
+                "subject": m.subject,
+                "variant": m.variant,
+            },
         )
         for m in session.scalars(query)
     ]
@@ -197,6 +220,12 @@ def _events(session: Session, lead_id: int, at: datetime, limit: int) -> list[Ti
             detail=_event_detail(e),
             status=_human(e),
             id=e.id,
+            extra={
+                "type": e.type,
+                "is_human": e.is_human,
+                "message_id": e.message_id,
+                "data": e.data,
+            },
         )
         for e in session.scalars(query)
     ]
@@ -238,6 +267,11 @@ def _score_changes(
             points=s.points,
             decayed=round(entry_value(s, at, rules.half_life), 2),
             id=s.id,
+            extra={
+                "rule": s.rule,
+                "category": s.category,
+                "now_worth": round(entry_value(s, at, rules.half_life), 2),
+            },
         )
         for s in session.scalars(query)
     ]

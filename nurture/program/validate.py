@@ -10,6 +10,7 @@ from itertools import product
 from pathlib import Path
 
 from nurture.authoring.problems import Problem, has_errors, sort_key
+from nurture.authoring.sources import yaml_files
 from nurture.authoring.templates import (
     SUBJECT_FILE,
     TEMPLATE_SUFFIXES,
@@ -24,10 +25,11 @@ from nurture.authoring.templates import (
     unknown_expression_names,
 )
 from nurture.authoring.yamlsource import Loc
+from nurture.core.conditions import Condition
 from nurture.funnel.loading import lifecycle_problems
 from nurture.scoring.checks import check_scoring_files
-from nurture.sequences.loading import SourcedSequence, load_sources, sequence_files
-from nurture.sequences.spec import Condition, EmailStep, SequenceSpec, Step
+from nurture.sequences.loading import SourcedSequence, load_sources
+from nurture.sequences.spec import EmailStep, SequenceSpec, Step
 
 SAMPLE_SENDER = ("Nurture", "hello@nurture.example")
 SAMPLE_UNSUBSCRIBE_URL = "https://nurture.example/u/sample-token"
@@ -69,7 +71,7 @@ def validate_paths(
     problems += [
         Problem(str(p), 0, "no sequence files (*.yaml, *.yml) here")
         for p in paths
-        if p.is_dir() and not sequence_files(p)
+        if p.is_dir() and not yaml_files(p)
     ]
     problems += duplicate_keys(sources) + audience_overlaps(sources)
     problems += check_scoring_files(paths)

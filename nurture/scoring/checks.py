@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from nurture.authoring.problems import Problem
+from nurture.authoring.sources import yaml_files
 from nurture.authoring.yamlsource import YamlSourceError, load_yaml
 from nurture.scoring.loading import SCORING_FILES, check_scoring_data
 from nurture.scoring.spec import SCORING_KIND
-from nurture.sequences.loading import sequence_files
 
 
 def check_scoring_files(paths: Iterable[Path]) -> list[Problem]:
@@ -21,7 +21,7 @@ def check_scoring_files(paths: Iterable[Path]) -> list[Problem]:
     for path in paths:
         if not path.exists():
             continue  # reported by the sequence loader
-        for file in sequence_files(path):
+        for file in yaml_files(path):
             problems += _check(file)
     return problems
 

@@ -3,7 +3,8 @@ entries, and a lead's score at any time is read back from the ledger.
 
 Every function here works in the caller's session and transaction, with a fixed number of
 statements per batch (no query per event or per lead). Without a scoring file the rules
-are empty: events are marked scored, nothing is written and every score is 0."""
+are empty: events are marked scored, nothing is written and every score is 0. The rules
+are always handed in (the program in force: ``rt.program.scoring``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from bisect import insort
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -29,9 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from nurture.core.leads import LEAD_FIELDS
 from nurture.db.batches import chunks, json_rows, one_of
 from nurture.db.models import AwareDateTime, Event, Lead, Message, ScoreEntry
-from nurture.scoring.loading import cached_rules, scoring_path
 from nurture.scoring.points import (
     PROFILE,
     Hit,
@@ -44,28 +44,20 @@ from nurture.scoring.points import (
 )
 from nurture.scoring.rules import FIT, EventFacts, ScoringRules
 from nurture.scoring.spec import ENGAGEMENT_EVENTS
-from nurture.settings import Settings
 
 __all__ = [
     "Ceiling",
     "ScoreBreakdown",
     "StoredEvent",
-    "active_rules",
     "lead_score",
     "lead_scores",
     "refresh_fit",
-    "rules_for",
     "score_ceilings",
     "score_claimed",
     "score_events",
     "score_unscored",
-    "use_scoring_file",
 ]
 
-LEAD_FIELDS = (
-    "email", "first_name", "last_name", "company", "title", "industry", "company_size",
-    "country", "timezone", "locale", "persona", "journey_stage", "lifecycle_stage",
-)  # fmt: skip
 
 # score_ceilings: what the database's floats (another order of summing, its own power())
 # might differ by from the core's, and then some.
@@ -76,33 +68,6 @@ MAX_HALVINGS = 1000.0
 
 SCORE_ENTRIES = cast(Table, ScoreEntry.__table__)
 
-_scoring_file: Path | None = None
-
-
-# -- which rules --------------------------------------------------------------------------
-
-
-def use_scoring_file(path: Path | None) -> None:
-    """Score with this file from now on, whatever the settings say (None: the
-    ``scoring.yaml`` of the settings' sequences folder): for tests and tools."""
-    global _scoring_file
-    _scoring_file = path
-
-
-def rules_for(settings: Settings) -> ScoringRules:
-    """The rules of the settings' sequences folder (or of the file given to
-    :func:`use_scoring_file`), cached by path and reloaded when the file changes."""
-    return cached_rules(_scoring_file or scoring_path(settings.sequences_dir))
-
-
-def active_rules() -> ScoringRules:
-    """The rules of the file given to :func:`use_scoring_file`: what the functions here
-    score with when not given rules (callers with settings pass ``rules_for(settings)``)."""
-    if _scoring_file is None:
-        raise RuntimeError("no scoring rules given: pass rules=rules_for(settings)")
-    return cached_rules(_scoring_file)
-
-
 # -- events -> ledger ---------------------------------------------------------------------
 
 
@@ -111,14 +76,13 @@ def score_events(
     event_ids: Sequence[int],
     now: datetime,
     *,
-    rules: ScoringRules | None = None,
+    rules: ScoringRules,
 ) -> set[int]:
     """Apply the engagement and negative rules to the events not scored yet, write their
     ledger entries and mark them scored; return the leads with new human activity.
 
     Claiming (``scored_at``) and reading are one ``UPDATE ... RETURNING``, so two workers
     given the same ids score each event once. Non-human events are marked, never scored."""
-    rules = rules if rules is not None else active_rules()
     rows = [row for chunk in chunks(sorted(set(event_ids))) for row in _claim(session, chunk, now)]
     return score_claimed(session, rows, now, rules=rules)
 
@@ -140,11 +104,10 @@ def score_claimed(
     rows: Sequence[StoredEvent] | Sequence[Row[Any]],  # (claimed rows have the same fields)
     now: datetime,
     *,
-    rules: ScoringRules | None = None,
+    rules: ScoringRules,
 ) -> set[int]:
     """Score events already marked scored by the caller (claimed, or stored with their
     ``scored_at`` set in this transaction); return the leads with new human activity."""
-    rules = rules if rules is not None else active_rules()
     human: list[Any] = [row for row in rows if row.is_human and row.lead_id is not None]
     if human and rules.event_rules:
         messages = _message_steps(session, human)
@@ -155,7 +118,7 @@ def score_claimed(
 
 
 def score_unscored(
-    session: Session, now: datetime, *, limit: int = 1000, rules: ScoringRules | None = None
+    session: Session, now: datetime, *, limit: int = 1000, rules: ScoringRules
 ) -> set[int]:
     """Score up to ``limit`` events nobody scored yet (oldest first): a sweep for events
     written without the pipeline, e.g. the engine's ``bounced``."""
@@ -348,13 +311,12 @@ def refresh_fit(
     lead_ids: Sequence[int],
     now: datetime,
     *,
-    rules: ScoringRules | None = None,
+    rules: ScoringRules,
 ) -> None:
     """Bring the profile rules (fit, and negatives such as a free-mail domain) of these
     leads up to date: append the points of rules that now hold, take back those of rules
     that stopped holding. The ledger keeps the history, so past scores stay what they were.
     Erased leads are left alone; without a scoring file nothing is written."""
-    rules = rules if rules is not None else active_rules()
     if not rules.loaded:
         return
     for chunk in chunks(sorted(set(lead_ids))):
@@ -396,7 +358,7 @@ def _profile_held(session: Session, lead_ids: Sequence[int]) -> dict[int, dict[s
 
 
 def lead_score(
-    session: Session, lead_id: int, at: datetime, *, rules: ScoringRules | None = None
+    session: Session, lead_id: int, at: datetime, *, rules: ScoringRules
 ) -> ScoreBreakdown:
     """The lead's score at ``at`` from its ledger (entries up to ``at``), with decay and
     the silence rules; ``by_rule`` sums exactly to ``total``."""
@@ -404,10 +366,9 @@ def lead_score(
 
 
 def lead_scores(
-    session: Session, lead_ids: Sequence[int], at: datetime, *, rules: ScoringRules | None = None
+    session: Session, lead_ids: Sequence[int], at: datetime, *, rules: ScoringRules
 ) -> dict[int, ScoreBreakdown]:
     """:func:`lead_score` for many leads in a few queries (unknown ids score 0)."""
-    rules = rules if rules is not None else active_rules()
     entries: dict[int, list[LedgerEntry]] = defaultdict(list)
     for chunk in chunks(sorted(set(lead_ids))):
         for lead_id, entry in _ledger(session, chunk, at):
@@ -428,7 +389,7 @@ class Ceiling(NamedTuple):
 
 
 def score_ceilings(
-    session: Session, lead_ids: Sequence[int], at: datetime, *, rules: ScoringRules | None = None
+    session: Session, lead_ids: Sequence[int], at: datetime, *, rules: ScoringRules
 ) -> dict[int, Ceiling]:
     """An upper bound of each lead's score at ``at`` (unknown ids: 0, no fit rule), summed
     by the database in two queries per chunk: a lead whose ceiling misses a threshold
@@ -438,7 +399,6 @@ def score_ceilings(
     The database sums every entry decayed as the core decays it; each rule's rounding to
     cents can add at most half a cent, silence rules only lower a score, and CEILING_SLACK
     covers the floats. A fit rule may hold when the lead has a non-zero fit entry for it."""
-    rules = rules if rules is not None else active_rules()
     weight = case((ScoreEntry.decays.is_(False), 1.0), else_=_decay(session, at, rules.half_life))
     totals: dict[int, float] = dict.fromkeys(lead_ids, 0.0)
     fit: dict[int, set[str]] = defaultdict(set)

@@ -1,5 +1,5 @@
-"""Reading ``scoring.yaml``: the spec with ``file:line`` problems, compiled rules, and a
-per-process cache that reloads the file when it changes.
+"""Reading ``scoring.yaml``: the spec with ``file:line`` problems, and compiled rules (from
+the file, or from the document a process published to the database).
 
 The rules live in the sequences folder as ``scoring.yaml`` (or ``scoring.yml``). Without
 that file scoring is a no-op: events are marked scored and every score is 0."""
@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import difflib
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from nurture.authoring.errors import describe_error, format_loc
 from nurture.authoring.problems import Problem, has_errors
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
 from nurture.scoring import spec as schema
 from nurture.scoring.rules import ScoringRules, compile_rules
 from nurture.scoring.spec import KNOWN_EVENTS, SCORING_KIND, ScoringSpec
-from nurture.sequences.loading import describe_error, format_loc
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +55,31 @@ def scoring_path(sequences_dir: Path) -> Path:
 
 def load_rules(path: Path) -> ScoringRules:
     """Compiled rules from a scoring file; no file means no rules. Raises ScoringError."""
+    spec = load_spec(path)
+    return ScoringRules(source=str(path)) if spec is None else compile_rules(spec, str(path))
+
+
+def load_spec(path: Path) -> ScoringSpec | None:
+    """The spec of a scoring file (None: there is no file). Raises ScoringError."""
     if not path.exists():
-        return ScoringRules(source=str(path))
+        return None
     checked = check_scoring_file(path)
     errors = [p for p in checked.problems if p.is_error]
     if errors or checked.spec is None:
         raise ScoringError(errors)
-    return compile_rules(checked.spec, str(path))
+    return checked.spec
+
+
+def spec_document(spec: ScoringSpec) -> dict[str, Any]:
+    """The spec as plain JSON data (what is published in ``rule_versions``)."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def rules_from_document(document: dict[str, Any] | None, source: str) -> ScoringRules:
+    """The rules a published document holds (None: the folder had no scoring file)."""
+    if document is None:
+        return ScoringRules(source=source)
+    return compile_rules(ScoringSpec.model_validate(document), source)
 
 
 def check_scoring_file(path: Path) -> CheckedScoring:
@@ -153,7 +170,7 @@ def _describe(error: Any) -> str:
             f"{format_loc(loc[:-1])}: rule name {str(loc[-2])!r}: use lower-case letters, "
             f"digits, '-' and '_' (at most {schema.MAX_RULE_NAME} characters)"
         )
-    return describe_error(error)
+    return describe_error(error, _suggestion)
 
 
 def _suggestion(name: str) -> str:
@@ -163,44 +180,3 @@ def _suggestion(name: str) -> str:
             names.update(f.alias or n for n, f in model.model_fields.items())
     close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-# -- the per-process cache -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Cached:
-    stamp: tuple[int, int] | None  # (mtime_ns, size); None when the file is absent
-    rules: ScoringRules
-
-
-_cache: dict[Path, _Cached] = {}
-_lock = threading.Lock()
-
-
-def cached_rules(path: Path) -> ScoringRules:
-    """The rules of ``path``, reloaded when the file changes. A change with errors keeps
-    the last good rules (and logs the problems); errors on first load raise ScoringError."""
-    key = path.resolve()
-    stamp = _stamp(key)
-    with _lock:
-        cached = _cache.get(key)
-        if cached is not None and cached.stamp == stamp:
-            return cached.rules
-        try:
-            rules = load_rules(key)
-        except ScoringError as exc:
-            if cached is None:
-                raise
-            log.error("%s has errors; still scoring with the previous rules:\n%s", path, exc)
-            return cached.rules
-        _cache[key] = _Cached(stamp, rules)
-        return rules
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size

@@ -23,6 +23,8 @@ from pydantic import (
 )
 
 from nurture.core.durations import Duration
+from nurture.core.schema import DurationText
+from nurture.core.stages import JourneyStage
 from nurture.core.vocabulary import (  # noqa: F401 - re-exported for scoring callers
     DELIVERY_EVENTS,
     EMAIL_EVENTS,
@@ -30,7 +32,6 @@ from nurture.core.vocabulary import (  # noqa: F401 - re-exported for scoring ca
     KNOWN_EVENTS,
     SITE_EVENTS,
 )
-from nurture.sequences.spec import DurationText, JourneyStage
 
 SCORING_KIND = "scoring"
 DEFAULT_HALF_LIFE = "90d"

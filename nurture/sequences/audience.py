@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from nurture.sequences.spec import LifecycleStage, SequenceSpec
+from nurture.core.stages import LifecycleStage
+from nurture.sequences.spec import SequenceSpec
 from nurture.sequences.timing import add_wait
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from nurture.core.conditions import Activity, holds
+from nurture.core.conditions import NO_EXPRESSIONS, Activity, Expressions, holds
 from nurture.sequences.caps import FrequencyCap, cap_release
 from nurture.sequences.spec import EmailStep, SequenceSpec, Step
 from nurture.sequences.timing import add_wait, next_window_opening, resolve_zone
@@ -37,6 +37,8 @@ class Context:
     default_timezone: str = "UTC"
     default_locale: str = "en"
     cap: FrequencyCap = field(default_factory=lambda: FrequencyCap(3, timedelta(days=7)))
+    # Evaluates branch ``expr:`` conditions (the sandbox's compiler, handed in).
+    expressions: Expressions = NO_EXPRESSIONS
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def decide(spec: SequenceSpec, position: Position, ctx: Context, now: datetime) 
             return Complete(step_id or position.step_id)
         if step.branch is None:
             return _act(spec, step, ctx, now)
-        taken = holds(step.branch.if_, ctx.lead, ctx.activity, now)
+        taken = holds(step.branch.if_, ctx.lead, ctx.activity, now, ctx.expressions)
         step_id = step.branch.then if taken else (step.branch.else_ or next_step_id(spec, step))
     return Exit(position.step_id, "stopped: branches loop without a wait or an email")
 

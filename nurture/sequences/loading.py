@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from nurture.authoring import errors
 from nurture.authoring.problems import Problem
-from nurture.authoring.yamlsource import LineMap, Loc, YamlSourceError, load_yaml
+from nurture.authoring.sources import DEFAULT_KIND, yaml_files
+from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
 from nurture.sequences import spec as schema
 from nurture.sequences.versions import LoadedSequence
 
-YAML_SUFFIXES = (".yaml", ".yml")
-SEQUENCE_KIND = "sequence"
-_PREFIXES = ("Value error, ", "Assertion failed, ")
-# Errors whose message is clearer with the offending value appended.
-_SHOW_INPUT = {"enum", "literal_error", "string_type", "int_parsing", "float_parsing", "bool_type"}
+SEQUENCE_KIND = DEFAULT_KIND
 
 
 @dataclass(frozen=True)
@@ -54,21 +51,13 @@ def load_sources(paths: Iterable[Path]) -> tuple[list[SourcedSequence], list[Pro
     return sequences, problems
 
 
-def sequence_files(path: Path) -> list[Path]:
-    """The YAML files under ``path`` (sorted), or ``[path]`` for a single file."""
-    if path.is_dir():
-        found = (p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
-        return sorted(found)
-    return [path]
-
-
 def _files(paths: Iterable[Path], problems: list[Problem]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if not path.exists():
             problems.append(Problem(str(path), 0, "no such file or directory"))
         else:
-            files.extend(sequence_files(path))
+            files.extend(yaml_files(path))
     return files
 
 
@@ -95,47 +84,7 @@ def _load_file(file: Path, problems: list[Problem]) -> SourcedSequence | None:
 
 def validation_problems(exc: ValidationError, file: str, lines: LineMap) -> list[Problem]:
     """One problem per pydantic error, at the line of the field it names."""
-    return [
-        Problem(file, lines.line_for(error["loc"]), describe_error(error))
-        for error in exc.errors(include_url=False)
-    ]
-
-
-def describe_error(error: Any) -> str:
-    """``steps[2].wait: bad duration 'soon': ...`` from one pydantic error."""
-    loc: Loc = tuple(error["loc"])
-    kind = error["type"]
-    message = str(error["msg"])
-    for prefix in _PREFIXES:
-        message = message.removeprefix(prefix)
-    if kind == "missing":
-        return _at(loc[:-1], f"missing required field '{loc[-1]}'")
-    if kind == "extra_forbidden":
-        return _at(loc[:-1], f"unknown field '{loc[-1]}'{_suggestion(str(loc[-1]))}")
-    if kind in _SHOW_INPUT:
-        message = f"{message}, got {error.get('input')!r}"
-    return _at(loc, message)
-
-
-def format_loc(loc: Sequence[str | int]) -> str:
-    """``('steps', 2, 'wait')`` -> ``steps[2].wait``."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif not _is_tag(part):
-            text += f".{part}" if text else part
-    return text
-
-
-def _at(loc: Loc, message: str) -> str:
-    where = format_loc(loc)
-    return f"{where}: {message}" if where else message
-
-
-def _is_tag(part: str) -> bool:
-    # pydantic puts validator and union-member names in locations: not fields a user wrote.
-    return "[" in part or part in {"str", "int", "float", "bool", "list", "dict"}
+    return errors.validation_problems(exc, file, lines, _suggestion)
 
 
 def _suggestion(name: str) -> str:

@@ -7,66 +7,28 @@ import difflib
 import re
 from collections.abc import Mapping
 from datetime import time
-from enum import StrEnum
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from nurture.core.durations import Duration, parse_duration
+from nurture.core.conditions import Condition
+from nurture.core.schema import DurationText, Strict
+from nurture.core.stages import NURTURABLE_STAGES, JourneyStage, LifecycleStage
 
-
-class JourneyStage(StrEnum):
-    awareness = "awareness"
-    consideration = "consideration"
-    decision = "decision"
-
-
-class LifecycleStage(StrEnum):
-    subscriber = "subscriber"
-    lead = "lead"
-    mql = "mql"
-    sal = "sal"
-    sql = "sql"
-    opportunity = "opportunity"
-    customer = "customer"
-    recycled = "recycled"
-    disqualified = "disqualified"
-
-
-# Nurture sequences are for leads that marketing still owns.
-NURTURABLE_STAGES = (LifecycleStage.subscriber, LifecycleStage.lead, LifecycleStage.recycled)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _HOURS = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
 # The validation context of sequence files as written. Some checks run only there: a version
 # stored before the check existed must still read (the engine falls back from a bad zone).
 AUTHORED: Mapping[str, bool] = MappingProxyType({"authored": True})
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def _duration(value: Any) -> Duration:
-    return value if isinstance(value, Duration) else parse_duration(value)
-
-
-# Written and stored as text ("3d", "2 business days"); a Duration in code.
-DurationText = Annotated[
-    Duration, BeforeValidator(_duration), PlainSerializer(str, return_type=str)
-]
 
 
 class Audience(Strict):
@@ -174,50 +136,6 @@ class Versioning(Strict):
 
     on_change: Literal["finish", "move"] = "finish"
     step_map: dict[str, str] = Field(default_factory=dict)
-
-
-class Condition(Strict):
-    """A branch condition, as data. Exactly one kind per condition."""
-
-    opened: str | None = None
-    clicked: str | None = None
-    event: str | None = None
-    within: DurationText | None = None
-    attribute: str | None = None
-    eq: Any = None
-    ne: Any = None
-    in_: list[Any] | None = Field(default=None, alias="in")
-    not_in: list[Any] | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-    exists: bool | None = None
-    contains: str | None = None
-    all: list[Condition] | None = None
-    any: list[Condition] | None = None
-    not_: Condition | None = Field(default=None, alias="not")
-    expr: str | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Condition:
-        kinds = [
-            k
-            for k in ("opened", "clicked", "event", "attribute", "all", "any", "not_", "expr")
-            if getattr(self, k) is not None
-        ]
-        if len(kinds) != 1:
-            raise ValueError(
-                "a condition needs exactly one of opened, clicked, event, attribute, all, any, "
-                f"not, expr; got {', '.join(k.rstrip('_') for k in kinds) or 'none'}"
-            )
-        return self
-
-    @property
-    def comparisons(self) -> dict[str, Any]:
-        """The attribute operators that were set (``in`` and ``not_in`` included)."""
-        ops = ("eq", "ne", "in_", "not_in", "gt", "gte", "lt", "lte", "exists", "contains")
-        return {op.rstrip("_"): getattr(self, op) for op in ops if op in self.model_fields_set}
 
 
 class LocaleOverride(Strict):

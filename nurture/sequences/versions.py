@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
+from nurture.core.versions import content_version
 from nurture.sequences.spec import SequenceSpec
-
-VERSION_LENGTH = 12
 
 
 def spec_version(spec: SequenceSpec) -> str:
     """The version of a sequence: a hash of its meaning, not its formatting. Comments,
     key order and whitespace do not make a new version; any change of a value does."""
-    canonical = json.dumps(spec_document(spec), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:VERSION_LENGTH]
+    return content_version(spec_document(spec))
 
 
 def spec_document(spec: SequenceSpec) -> dict[str, object]:

@@ -11,18 +11,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from nurture.db.models import Event, Lead, Message
+from nurture.db.models import Lead
 from nurture.db.session import transaction
-from nurture.jobs.events import process_stored
+from nurture.funnel.pipeline import process_stored
 from nurture.leads.erasure import erase_lead
 from nurture.leads.events import EventBatch, EventIn, IngestReport, store_events
 from nurture.leads.schema import LeadIn, lead_context
 from nurture.leads.upsert import StageRefused, UpsertResult, upsert_lead
-from nurture.scoring.ledger import lead_score, rules_for
+from nurture.leads.view import lead_view
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 
@@ -103,7 +101,7 @@ def post_lead(body: LeadIn, context: Context) -> JSONResponse:
     for attempt in (1, 2):
         try:
             with context.writing(), transaction(context.runtime.sessions) as session:
-                result = upsert_lead(session, given, context.catalog(), now, context.settings)
+                result = upsert_lead(session, given, now, context.funnel())
                 out = _upsert_out(result)
             break
         except IntegrityError:  # created by a concurrent request: the retry updates it
@@ -120,7 +118,8 @@ def _with_personas(body: LeadIn, context: WebContext) -> LeadIn:
     """The body validated again with the known personas (422 naming ``persona``)."""
     data = body.model_dump(mode="json", exclude_unset=True)
     try:
-        return LeadIn.model_validate(data, context=lead_context(context.catalog().personas()))
+        personas = context.program().catalog.personas()
+        return LeadIn.model_validate(data, context=lead_context(personas))
     except ValidationError as exc:
         raise RequestValidationError(_located(exc, ("body",))) from None
 
@@ -140,70 +139,26 @@ def get_lead(
     context: Context,
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per kind.")] = TIMELINE_LIMIT,
 ) -> dict[str, Any]:
-    """Fit, engagement and total now, the breakdown by rule (it sums to the total), and
-    the timeline of messages, events and score changes (the most recent ``limit`` of each)."""
+    """Fit, engagement and total now, the breakdown by rule (it sums to the total), the
+    enrollments, and the timeline of messages, events, score entries and stage changes in
+    time order (the most recent ``limit`` of each kind): the view ``nurture lead show``
+    prints."""
     now = context.clock()
+    rules = context.funnel().rules
     with context.runtime.sessions() as session:
         lead = session.get(Lead, lead_id)
-        if lead is None:
+        view = lead_view(
+            session, lead_id, now, limit=limit, rules=rules, newest_first=False, per_kind=True
+        )
+        if lead is None or view is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no lead with id {lead_id}")
-        score = lead_score(session, lead_id, now, rules=rules_for(context.settings))
-        timeline = _timeline(session, lead_id, limit)
-    score_lines = [
-        {
-            "kind": "score",
-            "at": line.occurred_at.isoformat(),
-            "rule": line.rule,
-            "category": line.category,
-            "points": line.points,
-            "now_worth": line.decayed,
+        shown = view.to_json()
+        return {
+            "lead": LeadOut.of(lead).model_dump(mode="json"),
+            "score": shown["score"],
+            "enrollments": shown["enrollments"],
+            "timeline": shown["timeline"],
         }
-        for line in score.entries[-limit:]
-    ]
-    items = sorted(timeline + score_lines, key=lambda item: item["at"])
-    return {
-        "lead": LeadOut.of(lead).model_dump(mode="json"),
-        "score": score.to_json(),
-        "timeline": items,
-    }
-
-
-def _timeline(session: Session, lead_id: int, limit: int) -> list[dict[str, Any]]:
-    messages = session.scalars(
-        select(Message).where(Message.lead_id == lead_id).order_by(Message.id.desc()).limit(limit)
-    )
-    events = session.scalars(
-        select(Event)
-        .where(Event.lead_id == lead_id)
-        .order_by(Event.occurred_at.desc(), Event.id.desc())
-        .limit(limit)
-    )
-    # Both were read newest first (the limit keeps the most recent); the timeline runs forward.
-    items = [
-        {
-            "kind": "message",
-            "at": (m.sent_at or m.created_at).isoformat(),
-            "id": m.id,
-            "sequence": m.sequence_key,
-            "step": m.step_id,
-            "status": m.status,
-            "subject": m.subject,
-        }
-        for m in reversed(list(messages))
-    ]
-    items += [
-        {
-            "kind": "event",
-            "at": e.occurred_at.isoformat(),
-            "id": e.id,
-            "type": e.type,
-            "is_human": e.is_human,
-            "message_id": e.message_id,
-            "data": e.data,
-        }
-        for e in reversed(list(events))
-    ]
-    return items
 
 
 @router.post("/leads/{lead_id}/erase", summary="Erase a lead's personal data")
@@ -258,8 +213,9 @@ def post_events(body: EventsBody, context: Context) -> JSONResponse:
 def _ingest(events: list[EventIn], context: WebContext) -> IngestReport:
     now = context.clock()
     settings = context.settings
+    funnel = context.funnel()
     # Embedded mode processes the events inline: in the transaction that stores them.
-    inline = not context.runtime.settings.broker_url
+    inline = context.runtime.queues is None
     with context.writing(), transaction(context.runtime.sessions) as session:
         report = store_events(
             session,
@@ -268,10 +224,10 @@ def _ingest(events: list[EventIn], context: WebContext) -> IngestReport:
             unknown_email=settings.unknown_email_events,
             default_timezone=settings.default_timezone,
             mark_scored=inline,
-            rules=rules_for(settings),
+            rules=funnel.rules,
         )
         if inline:
-            process_stored(session, report.stored, now, settings)
+            process_stored(session, report.stored, now, funnel)
     if not inline:
         context.process_api_events(report.new_event_ids)
     return report

@@ -17,12 +17,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 import nurture
-from nurture.bootstrap import Runtime, build_runtime
+from nurture.bootstrap import build_runtime
+from nurture.core.clock import Clock, utc_now
+from nurture.runtime import Runtime
 from nurture.settings import load_settings
 from nurture.tracking.bots import BotRules
 from nurture.tracking.hits import HitStore
 from nurture.web import api, pages, routes_sales, tracking
-from nurture.web.context import Clock, WebContext, utc_now
+from nurture.web.context import WebContext
 
 DESCRIPTION = """Tracking endpoints (open pixel, click redirect, unsubscribe) and the JSON API
 for leads and site behavior. Every `/api/v1` route needs an API key:

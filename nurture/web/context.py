@@ -6,28 +6,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from fastapi import Request
 
-from nurture.bootstrap import Runtime
-from nurture.jobs.events import BackgroundProcessor, enqueue, process_now
-from nurture.sequences.catalog import Catalog
+from nurture.core.clock import Clock, utc_now
+from nurture.funnel.funnel import Funnel
+from nurture.jobs.events import submit
+from nurture.program.program import Program
+from nurture.runtime import Runtime
 from nurture.settings import Settings
 from nurture.tracking.bots import BotRules
 from nurture.tracking.hits import HitStore
 from nurture.web.capture import HitWriter
+from nurture.web.processor import BackgroundProcessor
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+# How often a request checks for rules edited or published since (a stat or one query).
+PROGRAM_REFRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -38,7 +38,8 @@ class WebContext:
     rules: BotRules
     hits: HitStore
     clock: Clock = utc_now
-    _catalog_lock: threading.Lock = field(default_factory=threading.Lock)
+    _program_lock: threading.Lock = field(default_factory=threading.Lock)
+    _checked_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         # Hits go to the writer thread; their event ids, once committed, to the processor.
@@ -54,28 +55,25 @@ class WebContext:
         (a lock is fair and fast; SQLite's busy handler sleeps)."""
         return self.hits.write_lock or nullcontext()
 
-    def catalog(self) -> Catalog:
-        """The sequences, loaded on first use (from the YAML folder, else the database)."""
-        with self._catalog_lock:
-            if self.runtime.catalog is None:
-                if self.runtime.settings.sequences_dir.is_dir():
-                    self.runtime.load_catalog(self.clock())
-                else:
-                    self.runtime.catalog_from_db()
-            return self.runtime.require_catalog()
+    def program(self) -> Program:
+        """The program in force: loaded on first use (from the YAML folder, else the
+        database), and refreshed when its rules changed (checked at most every second)."""
+        with self._program_lock:
+            moment = time.monotonic()
+            if not self.runtime.loaded or moment - self._checked_at >= PROGRAM_REFRESH_SECONDS:
+                self.runtime.refresh_program(self.clock())
+                self._checked_at = moment
+            return self.runtime.program
+
+    def funnel(self) -> Funnel:
+        """The funnel's dependencies for the program in force."""
+        self.program()
+        return self.runtime.funnel()
 
     def process_api_events(self, event_ids: Sequence[int]) -> None:
         """Score events the API just stored: inline (embedded mode) or on the events queue."""
-        if not event_ids:
-            return
         try:
-            if self.runtime.settings.broker_url:
-                enqueue(self.runtime.settings, event_ids)
-            else:
-                with self.writing():
-                    process_now(
-                        self.runtime.sessions, event_ids, self.clock(), self.runtime.settings
-                    )
+            self._process_batch(list(event_ids))
         except Exception:  # stored is what counts; `nurture events process` catches up
             log.exception("processing %d stored events failed; they stay unscored", len(event_ids))
 
@@ -85,11 +83,11 @@ class WebContext:
             self.processor.submit(event_ids)
 
     def _process_batch(self, event_ids: list[int]) -> None:
-        if self.runtime.settings.broker_url:
-            enqueue(self.runtime.settings, event_ids)  # one task per batch
+        if not event_ids:
             return
+        self.program()
         with self.writing():
-            process_now(self.runtime.sessions, event_ids, self.clock(), self.runtime.settings)
+            submit(self.runtime, event_ids, self.clock())
 
     def close(self) -> None:
         """Record the queued hits, process the queued events, stop the threads."""

@@ -12,10 +12,12 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.funnel.decisions import SalesDecision
+from nurture.funnel.funnel import Funnel
 from nurture.funnel.handoff import stage_change_json
 from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import TransitionRefused
-from nurture.funnel.stages import DecisionRefused, Funnel, apply_decision, lead_status
+from nurture.funnel.sales import DecisionRefused, apply_decision
+from nurture.funnel.status import lead_status
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 
@@ -24,8 +26,9 @@ Context = Annotated[WebContext, Depends(web_context)]
 
 
 def _funnel(context: WebContext) -> Funnel:
+    funnel = context.funnel()
     try:
-        funnel = Funnel.load(context.settings, context.catalog())
+        funnel.spec  # noqa: B018 (raises when lifecycle.yaml never loaded)
     except LifecycleConfigError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"lifecycle.yaml has errors: {exc}"
