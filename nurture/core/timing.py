@@ -25,6 +25,7 @@ Local times as points in time (what a business-day wait lands on), used througho
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import NamedTuple
@@ -36,6 +37,8 @@ from nurture.core.durations import Duration
 # Every window allows at least one weekday, so eight days always reach an opening; the
 # second week matters only when that day's window falls wholly inside a DST gap.
 SEARCH_DAYS = 15
+# A run of days off longer than this is a broken calendar, not a holiday season.
+MAX_DAYS_OFF_IN_A_ROW = 30
 # SendWindow encodes an end of "24:00" as 23:59:59; we read it back as the next midnight.
 _END_OF_DAY = time(23, 59, 59)
 _FALLBACK_ZONE = "UTC"
@@ -109,34 +112,56 @@ def _offset_at(second: int, zone: ZoneInfo) -> timedelta | None:
     return datetime.fromtimestamp(second, zone).utcoffset()
 
 
-def add_wait(start: datetime, wait: Duration, zone: ZoneInfo) -> datetime:
+def is_weekday(day: date) -> bool:
+    """Monday to Friday: the business days of a lead without a holiday calendar."""
+    return day.weekday() < 5
+
+
+def add_wait(
+    start: datetime,
+    wait: Duration,
+    zone: ZoneInfo,
+    is_business_day: Callable[[date], bool] = is_weekday,
+) -> datetime:
     """When a wait that begins at ``start`` ends, in UTC.
 
     Calendar waits (``12h``, ``3d``) are real elapsed time: ``24h`` across a DST change is
     24 hours, so the local clock reads one hour more or less.
 
-    Business days (``2 business days``) count Monday to Friday in ``zone`` and keep the local
-    wall-clock time. Each business day moves to the next weekday date, so a weekend start
-    lands on Monday for the first one, as HubSpot defers a weekend action "to the same time
-    on Monday": Friday 10:00 + 1 = Monday 10:00, Saturday 10:00 + 1 = Monday 10:00,
+    Business days (``2 business days``) count the dates in ``zone`` that ``is_business_day``
+    accepts (Monday to Friday unless told; the engine passes the lead's holiday calendar,
+    see :mod:`nurture.core.business_days`) and keep the local wall-clock time. Each business
+    day moves to the next business date, so a weekend start lands on Monday for the first
+    one, as HubSpot defers a weekend action "to the same time on Monday": Friday 10:00 + 1 =
+    Monday 10:00 (Tuesday when Monday is a holiday), Saturday 10:00 + 1 = Monday 10:00,
     Saturday 10:00 + 2 = Tuesday 10:00 ("1 business day" reads as "the next business day").
     A resulting local time in a DST gap moves to the first valid instant after it.
     """
     _require_aware(start, "start")
     if not wait.is_business:
         return start.astimezone(UTC) + wait.span
+    return add_business_days(start, wait.business_days, zone, is_business_day)
+
+
+def add_business_days(
+    start: datetime, days: int, zone: ZoneInfo, is_business_day: Callable[[date], bool]
+) -> datetime:
+    """``start`` plus ``days`` business days at the same local time in ``zone``, in UTC."""
+    _require_aware(start, "start")
     local = start.astimezone(zone)
     day = local.date()
-    for _ in range(wait.business_days):
-        day = _next_weekday(day)
+    for _ in range(days):
+        day = next_business_day(day, is_business_day)
     return localize(datetime.combine(day, local.time()), zone).astimezone(UTC)
 
 
-def _next_weekday(day: date) -> date:
-    day += timedelta(days=1)
-    while day.weekday() >= 5:
+def next_business_day(day: date, is_business_day: Callable[[date], bool]) -> date:
+    """The first date after ``day`` that ``is_business_day`` accepts."""
+    for _ in range(MAX_DAYS_OFF_IN_A_ROW):
         day += timedelta(days=1)
-    return day
+        if is_business_day(day):
+            return day
+    raise ValueError(f"no business day in the {MAX_DAYS_OFF_IN_A_ROW} days after {day}")
 
 
 class _Hours(NamedTuple):
