@@ -320,6 +320,7 @@ def context_for(rt: Runtime, enrollment: Enrollment, state: BatchState) -> Conte
         suppressed=state.suppressed.get(lead.email.lower(), ""),
         default_timezone=rt.settings.default_timezone,
         default_locale=rt.settings.default_locale,
+        default_country=rt.settings.default_country,
         cap=rt.cap,
     )
 
