@@ -106,6 +106,7 @@ class Runtime:
                 cap=self.cap,
                 default_timezone=self.settings.default_timezone,
                 default_locale=self.settings.default_locale,
+                default_country=self.settings.default_country,
                 lease=timedelta(seconds=self.settings.claim_lease_seconds),
                 max_retries=self.settings.send_max_retries,
                 expressions=self.expressions,

@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     handoff_slack_urls: str = ""
     # Seconds a webhook receiver has to answer before the attempt counts as failed.
     webhook_timeout: float = Field(default=10.0, gt=0)
-    # Holiday calendar for SLAs of leads without a country, unless lifecycle.yaml names one.
+    # Holiday calendar (ISO code) of leads without a country: for business-day waits, and for
+    # SLAs unless lifecycle.yaml names one.
     default_country: str = ""
 
     # Web process (`nurture web`, and `nurture run` unless --no-web)

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Handoff, Lead
-from nurture.funnel.calendar import BusinessCalendar
 from nurture.funnel.handoff import Targets, build_context, queue_notification
 from nurture.funnel.spec import LifecycleSpec
+from nurture.sequences.business_days import BusinessCalendar
 from nurture.sequences.timing import resolve_zone
 from nurture.settings import Settings
 

@@ -213,5 +213,6 @@ def context_for(drip: Drip, enrollment: Enrollment, state: BatchState) -> Contex
         suppressed=state.suppressed.get(lead.email.lower(), ""),
         default_timezone=drip.default_timezone,
         default_locale=drip.default_locale,
+        default_country=drip.default_country,
         cap=drip.cap,
     )

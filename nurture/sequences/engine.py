@@ -9,12 +9,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nurture.core.conditions import NO_EXPRESSIONS, Activity, Expressions, holds
+from nurture.sequences.business_days import BusinessCalendar
 from nurture.sequences.caps import FrequencyCap, cap_release
-from nurture.sequences.spec import EmailStep, SequenceSpec, Step
+from nurture.sequences.spec import BusinessDays, EmailStep, SequenceSpec, Step
 from nurture.sequences.timing import add_wait, next_window_opening, resolve_zone
 
 # A sequence whose branches loop without a wait or email would spin forever.
 MAX_INSTANT_STEPS = 100
+# The business days of a sequence without a business_days block: the lead's, Monday to Friday.
+_LEADS_OWN_DAYS = BusinessDays()
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Context:
     suppressed: str = ""  # the suppression reason, if the address is suppressed
     default_timezone: str = "UTC"
     default_locale: str = "en"
+    # Whose public holidays business-day waits skip when the lead has no country (ISO code).
+    default_country: str = ""
     cap: FrequencyCap = field(default_factory=lambda: FrequencyCap(3, timedelta(days=7)))
     # Evaluates branch ``expr:`` conditions (the sandbox's compiler, handed in).
     expressions: Expressions = NO_EXPRESSIONS
@@ -125,13 +130,25 @@ def _act(spec: SequenceSpec, step: Step, ctx: Context, now: datetime) -> Decisio
     zone = resolve_zone(str(ctx.lead.get("timezone") or ""), spec.send_window, ctx.default_timezone)
     if step.wait is not None:
         after = next_step_id(spec, step)
-        run_at = add_wait(now, step.wait, zone)
+        run_at = add_wait(now, step.wait, zone, business_calendar(spec, ctx).is_business_day)
         return WaitUntil(after, run_at) if after else Complete(step.id)
     if step.email is not None:
         return _send_or_defer(spec, step, step.email, ctx, now)
     if step.move_to_stage is not None:
         return MoveToStage(step.id, step.move_to_stage.value)
     return Exit(step.id, step.exit or "exit step")
+
+
+def business_calendar(spec: SequenceSpec, ctx: Context) -> BusinessCalendar:
+    """The days the lead's business-day waits count. Public holidays: the sequence's
+    ``business_days.country`` if it names one ("none": no holidays), else the lead's
+    country, else ``ctx.default_country``, else none (weekends only)."""
+    rule = spec.business_days or _LEADS_OWN_DAYS
+    country = rule.country
+    if country == "lead":
+        country = str(ctx.lead.get("country") or "") or ctx.default_country
+    country = "" if country == "none" else country
+    return BusinessCalendar.of(country, rule.extra_holidays, rule.weekdays)
 
 
 def _send_or_defer(

@@ -6,12 +6,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from datetime import time
+from datetime import date, time
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import holidays
 from pydantic import (
     Field,
     ValidationInfo,
@@ -62,10 +63,7 @@ class SendWindow(Strict):
     @field_validator("days")
     @classmethod
     def _days(cls, days: list[str]) -> list[str]:
-        bad = [d for d in days if d.lower()[:3] not in WEEKDAYS]
-        if bad or not days:
-            raise ValueError(f"days must be among {', '.join(WEEKDAYS)}; got {bad or 'none'}")
-        return [d.lower()[:3] for d in days]
+        return _weekday_names(days)
 
     @field_validator("hours")
     @classmethod
@@ -108,6 +106,13 @@ class SendWindow(Strict):
         return frozenset(WEEKDAYS.index(d) for d in self.days)
 
 
+def _weekday_names(days: list[str]) -> list[str]:
+    bad = [d for d in days if d.lower()[:3] not in WEEKDAYS]
+    if bad or not days:
+        raise ValueError(f"days must be among {', '.join(WEEKDAYS)}; got {bad or 'none'}")
+    return [d.lower()[:3] for d in days]
+
+
 def _is_zone(name: str) -> bool:
     try:
         ZoneInfo(name)
@@ -119,6 +124,54 @@ def _is_zone(name: str) -> bool:
 @lru_cache(maxsize=1)
 def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
+
+
+class BusinessDays(Strict):
+    """Which days this sequence's "N business days" waits count. Without it: Monday to
+    Friday less the public holidays of the lead's country (else of the default country)."""
+
+    # Whose public holidays: "lead" (the lead's country, else NURTURE_DEFAULT_COUNTRY),
+    # "none" (no public holidays), or a country code with a calendar, for every lead.
+    country: str = "lead"
+    # Company days off on top of the public holidays, as YYYY-MM-DD.
+    extra_holidays: list[date] = Field(default_factory=list)
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[str]) -> list[str]:
+        return _weekday_names(days)
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare NO (Norway) as false
+            raise ValueError("country must be text: write Norway as 'NO', in quotes")
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str, info: ValidationInfo) -> str:
+        code = value.strip()
+        if code.lower() in ("lead", "none"):
+            return code.lower()
+        # Stored versions read as they were: the engine treats an unknown code as "none".
+        if code.upper() in _holiday_countries() or not (info.context or {}).get("authored"):
+            return code.upper()
+        raise ValueError(
+            f"unknown country {value!r}: use an ISO 3166 code with a holiday calendar "
+            "such as KR, US or DE, 'lead' for the lead's own country, or 'none'"
+        )
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        """Python weekday numbers (Monday is 0)."""
+        return frozenset(WEEKDAYS.index(d) for d in self.days)
+
+
+@lru_cache(maxsize=1)
+def _holiday_countries() -> frozenset[str]:
+    return frozenset(holidays.list_supported_countries())
 
 
 class ExitWhen(Strict):
@@ -208,6 +261,7 @@ class SequenceSpec(Strict):
     audience: Audience
     entry: Entry = Field(default_factory=Entry)
     send_window: SendWindow | None = None
+    business_days: BusinessDays | None = None
     exit_when: ExitWhen = Field(default_factory=ExitWhen, alias="exit")
     versioning: Versioning = Field(default_factory=Versioning)
     steps: list[Step] = Field(min_length=1)

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from nurture.cli import app
 from nurture.db.models import Lead, WebhookDelivery
 from nurture.db.session import transaction
-from nurture.funnel.calendar import BusinessCalendar
 from nurture.funnel.decisions import SalesDecision
 from nurture.funnel.sales import apply_decision
 from nurture.funnel.sla import sla_report
 from nurture.runtime import Runtime
+from nurture.sequences.business_days import BusinessCalendar
 
 NEW_YORK, SEOUL = ZoneInfo("America/New_York"), ZoneInfo("Asia/Seoul")
 HOOK = "http://127.0.0.1:9/hooks"

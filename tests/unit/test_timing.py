@@ -16,7 +16,7 @@ from nurture.sequences.timing import (
     localize,
     next_window_opening,
     resolve_zone,
-    window_bounds,
+    window_intervals,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -208,21 +208,26 @@ def test_fall_back_second_occurrence_inside_the_window_goes_at_once() -> None:
     assert opens.astimezone(NEW_YORK).fold == 1
 
 
-def test_fall_back_window_runs_until_the_clock_first_shows_its_end() -> None:
-    # 00:30-01:30 closes at 01:30 EDT; the repeated 01:15 EST is after that, so not inside.
+def test_fall_back_window_is_open_again_in_the_repeated_hour() -> None:
+    # Changed with the wall-clock rule: this test asserted the old rule (open from the clock
+    # first showing 00:30 to it first showing 01:30), so 01:15 EST was outside and the
+    # window reopened the next day. The clock shows 01:15 then, so it is inside.
     short = window("00:30-01:30")
-    opening, closing = window_bounds(datetime(2026, 11, 1).date(), short, NEW_YORK)
-    assert closing - opening == timedelta(hours=1)
+    intervals = window_intervals(datetime(2026, 11, 1).date(), short, NEW_YORK)
+    assert sum((end - start for start, end in intervals), timedelta()) == timedelta(hours=1.5)
     second = local(NEW_YORK, 2026, 11, 1, 1, 15, fold=1)
-    assert not in_window(second, short, NEW_YORK)
-    assert next_window_opening(second, short, NEW_YORK) == local(NEW_YORK, 2026, 11, 2, 0, 30)
+    assert in_window(second, short, NEW_YORK)
+    assert next_window_opening(second, short, NEW_YORK) == second.astimezone(UTC)
+
+
+def _length(day: datetime, send_window: SendWindow, zone: ZoneInfo) -> timedelta:
+    intervals = window_intervals(day.date(), send_window, zone)
+    return sum((end - start for start, end in intervals), timedelta())
 
 
 def test_window_bounds_on_dst_days_have_real_lengths() -> None:
-    spring = window_bounds(datetime(2026, 3, 29).date(), window("01:00-05:00"), BERLIN)
-    autumn = window_bounds(datetime(2026, 10, 25).date(), window("01:00-05:00"), BERLIN)
-    assert spring[1] - spring[0] == timedelta(hours=3)
-    assert autumn[1] - autumn[0] == timedelta(hours=5)
+    assert _length(datetime(2026, 3, 29), window("01:00-05:00"), BERLIN) == timedelta(hours=3)
+    assert _length(datetime(2026, 10, 25), window("01:00-05:00"), BERLIN) == timedelta(hours=5)
 
 
 def test_fixed_zone_window_for_a_lead_elsewhere() -> None:
