@@ -46,7 +46,8 @@ from nurture.bootstrap import build_runtime  # noqa: E402
 from nurture.db.migrate import upgrade  # noqa: E402
 from nurture.db.models import Event, Lead, ScoreEntry  # noqa: E402
 from nurture.db.session import make_engine  # noqa: E402
-from nurture.leads.events import EventIn, event_row  # noqa: E402
+from nurture.leads.event_schema import EventIn  # noqa: E402
+from nurture.leads.events import event_row  # noqa: E402
 from nurture.settings import load_settings  # noqa: E402
 
 GOAL = 0.3

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from nurture.authoring.templates import TemplateRenderer
 from nurture.core.durations import parse_duration
 from nurture.db.session import make_engine, make_session_factory
-from nurture.delivery.transports import Transport, make_transport
+from nurture.delivery.smtp import SmtpTransport
+from nurture.delivery.transports import MemoryTransport, OutboxTransport, Transport
 from nurture.queues import Queues
 from nurture.runtime import Runtime
 from nurture.sequences.caps import FrequencyCap
@@ -29,3 +30,21 @@ def build_runtime(
         cap=FrequencyCap(settings.cap_max_messages, parse_duration(settings.cap_period).span),
         queues=Queues(settings) if settings.broker_url else None,
     )
+
+
+def make_transport(settings: Settings) -> Transport:
+    """Build the transport ``settings.transport`` names (outbox, smtp or memory)."""
+    if settings.transport == "outbox":
+        return OutboxTransport(settings.outbox_dir)
+    if settings.transport == "smtp":
+        return SmtpTransport(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_username,
+            settings.smtp_password,
+            settings.smtp_security,
+            settings.smtp_timeout,
+        )
+    if settings.transport == "memory":
+        return MemoryTransport()
+    raise ValueError(f"settings.transport: unknown transport {settings.transport!r}")

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nurture.core.durations import parse_duration
-from nurture.sequences.timing import is_valid_timezone
+from nurture.core.zones import is_valid_timezone
 
 
 class Settings(BaseSettings):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from jinja2 import (
     BaseLoader,
@@ -31,9 +31,6 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from nurture.authoring.problems import Problem
 from nurture.core.leads import LEAD_FIELDS
 from nurture.tracking.links import template_urls
-
-if TYPE_CHECKING:
-    from nurture.db.models import Lead
 
 SUBJECT_FILE = "<subject>"
 EXPRESSION_FILE = "<expr>"
@@ -320,7 +317,7 @@ def build_context(
     }
 
 
-def lead_fields(lead: Lead | LeadData) -> dict[str, Any]:
+def lead_fields(lead: LeadData) -> dict[str, Any]:
     """The ``lead`` a template sees, copied out of the ORM object (or a row of its columns)."""
     return {name: plain(getattr(lead, name)) for name in TEMPLATE_LEAD_FIELDS}
 

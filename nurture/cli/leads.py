@@ -31,11 +31,11 @@ from nurture.cli.common import database_problem
 from nurture.cli.output import count_table, print_errors, show_time, table_console
 from nurture.db.models import Enrollment, Lead
 from nurture.db.session import make_engine, make_session_factory
+from nurture.leads.csv_file import check_file
 from nurture.leads.importer import (
     ROW_CONVENTION,
     ImportAborted,
     ImportReport,
-    check_file,
     funnel_for_import,
     import_leads,
 )

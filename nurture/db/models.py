@@ -3,13 +3,12 @@ message, event and suppression. Same code on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -17,15 +16,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     text,
     true,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nurture.core.vocabulary import UNSCORED_TYPES
+from nurture.db.types import AwareDateTime, utcnow
 
 # Stable constraint names, so Alembic migrations are the same on every database.
 NAMING = {
@@ -35,60 +33,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class AwareDateTime(TypeDecorator[datetime]):
-    """Timezone-aware datetimes on every database (SQLite forgets the zone: we store UTC)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: Nurture only stores aware datetimes")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    # SQLite: one function per value each way instead of this class's and the dialect's
-    # (SQLAlchemy formats with a %-dict and parses with a regex): the hot paths store and
-    # read several datetimes per row. The text is exactly what SQLAlchemy writes
-    # ("2026-12-01 09:30:00.000000", UTC), so old and new rows compare alike.
-    def bind_processor(self, dialect: Dialect) -> Any:
-        if dialect.name == "sqlite":
-            return sqlite_utc_text
-        return super().bind_processor(dialect)
-
-    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
-        if dialect.name == "sqlite":
-            return sqlite_utc_datetime
-        return super().result_processor(dialect, coltype)
-
-
-def sqlite_utc_text(value: datetime | None) -> str | None:
-    """How a datetime is stored on SQLite: UTC, microseconds, no zone."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: Nurture only stores aware datetimes")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def sqlite_utc_datetime(value: str | datetime | None) -> datetime | None:
-    """A datetime stored on SQLite, read back aware (UTC)."""
-    if value is None:
-        return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

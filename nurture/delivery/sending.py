@@ -26,8 +26,8 @@ from nurture.delivery.compose import PendingSend, compose_email
 from nurture.delivery.mime import OutgoingEmail, build_message
 from nurture.delivery.transports import Transport, TransportError
 from nurture.settings import Settings
-from nurture.tracking.hits import save_links
 from nurture.tracking.links import TrackedLink
+from nurture.tracking.stored_links import save_links
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,9 @@ from nurture.funnel.rules import (
 )
 from nurture.funnel.spec import LifecycleSpec
 from nurture.funnel.stages import SYSTEM_ACTOR, Known, change_stage, current_score
-from nurture.scoring.ledger import (
-    ScoreBreakdown,
-    lead_scores,
-    score_ceilings,
-)
+from nurture.scoring.points import ScoreBreakdown
 from nurture.scoring.rules import ScoringRules
+from nurture.scoring.scores import lead_scores, score_ceilings
 
 if TYPE_CHECKING:
     pass

@@ -32,12 +32,9 @@ from nurture.funnel.machine import (
     transition,
 )
 from nurture.funnel.spec import SLA_STAGES, LifecycleSpec
-from nurture.scoring.ledger import (
-    ScoreBreakdown,
-    lead_score,
-    lead_scores,
-)
+from nurture.scoring.points import ScoreBreakdown
 from nurture.scoring.rules import ScoringRules
+from nurture.scoring.scores import lead_score, lead_scores
 from nurture.sequences.catalog import Catalog, UnknownSequenceVersion
 from nurture.sequences.engine import Context, Position, goal_reached
 from nurture.sequences.enrollment import enroll

@@ -23,8 +23,6 @@ mailed or enrolled again, yet the database no longer holds it."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,8 +43,8 @@ from nurture.db.models import (
     WebhookDelivery,
 )
 from nurture.scoring.points import PROFILE
+from nurture.suppression.keys import email_hash
 
-HASH_PREFIX = "sha256:"
 ERASED_DOMAIN = "erased.invalid"
 # Event data that identifies no one: kept so reports by sequence, step and bot still work.
 KEPT_EVENT_DATA = frozenset(
@@ -69,23 +67,6 @@ KEPT_STAGE_DATA = frozenset(
     }
 )
 ERASED_PAYLOAD = "(erased)"
-
-
-def email_hash(email: str) -> str:
-    """The suppression key that stands for ``email`` once its lead is erased."""
-    digest = hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
-    return HASH_PREFIX + digest
-
-
-def suppression_keys(emails: Iterable[str]) -> dict[str, str]:
-    """Every suppression key that can hold one of ``emails`` (the lower-cased address and
-    its hash), mapped to the lower-cased address."""
-    keys: dict[str, str] = {}
-    for email in emails:
-        lowered = email.lower()
-        keys[lowered] = lowered
-        keys[email_hash(lowered)] = lowered
-    return keys
 
 
 def placeholder_email(lead_id: int) -> str:

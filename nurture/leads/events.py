@@ -17,134 +17,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import JSON, Connection, String, Table, Text, bindparam, cast, column, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import String, func, select
 from sqlalchemy.orm import Session
 
-from nurture.core.vocabulary import SITE_EVENTS
-from nurture.db.batches import json_value, one_of
-from nurture.db.models import Base, Event, Lead, Suppression
+from nurture.db.batches import one_of
+from nurture.db.inserts import insert_ignoring_conflicts
+from nurture.db.models import Event, Lead, Suppression
 from nurture.funnel.machine import Reason, ReasonKind
 from nurture.funnel.stages import record_entries
-from nurture.leads.erasure import email_hash
-from nurture.leads.schema import LeadIn, check_one_line, check_text, normalize_email
+from nurture.leads.event_schema import EventIn
+from nurture.leads.schema import LeadIn
 from nurture.scoring.ledger import StoredEvent, refresh_fit
 from nurture.scoring.rules import ScoringRules
+from nurture.suppression.keys import email_hash
 
-# Site behavior the API takes. Delivery and email engagement events (sent, opened,
-# clicked, unsubscribed, ...) are written by the engine and the tracking endpoints only.
-API_EVENT_TYPES = SITE_EVENTS
-# Spelled out for pydantic and the OpenAPI enum; a test keeps it equal to SITE_EVENTS.
-EventType = Literal[
-    "page_visit",
-    "content_download",
-    "webinar_registered",
-    "webinar_attended",
-    "form_submitted",
-    "pricing_page_view",
-    "demo_requested",
-    "contact_sales_requested",
-]
-ContentStage = Literal["awareness", "consideration", "decision"]
 UnknownEmailPolicy = Literal["create", "reject"]
-# Batches larger than this are refused (split them): one batch is one transaction.
-MAX_BATCH = 5000
 # Clocks disagree a little; an event further ahead than this is refused.
 FUTURE_SKEW = timedelta(minutes=5)
-MAX_DEDUPE_KEY = 190  # stored with the "api:" prefix in a 200-character column
-MAX_PROPERTIES_BYTES = 16_000
 # Who the stage history says created a lead that arrived with its first event.
 ACTOR = "events"
-
-
-class EventIn(BaseModel):
-    """One behavior event, as the API and ``nurture events import`` take it."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    email: str = Field(
-        max_length=320, description="The lead's address (matched case-insensitively)."
-    )
-    type: EventType
-    occurred_at: AwareDatetime | None = Field(
-        default=None, description="When it happened, with a time zone (default: when received)."
-    )
-    dedupe_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_DEDUPE_KEY,
-        description="Your unique id of the event; default: a hash of its content.",
-    )
-    url: str = Field(default="", max_length=2000)
-    title: str = Field(default="", max_length=500)
-    content_stage: ContentStage | None = Field(
-        default=None, description="Stage of the content: awareness, consideration or decision."
-    )
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("email", "url", "title", "dedupe_key", mode="before")
-    @classmethod
-    def _text(cls, value: Any) -> Any:
-        return check_one_line(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return _normalized_email(value)
-
-    @field_validator("content_stage", mode="before")
-    @classmethod
-    def _stage(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return value.strip().lower() or None
-        return value
-
-    @field_validator("properties")
-    @classmethod
-    def _properties(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _check_json(value)
-        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
-        if size > MAX_PROPERTIES_BYTES:
-            raise ValueError(f"are {size} bytes as JSON; at most {MAX_PROPERTIES_BYTES}")
-        return value
-
-
-@lru_cache(maxsize=16_384)
-def _normalized_email(value: str) -> str:
-    # A batch names the same leads again and again, and the check costs ~40 µs: a pure
-    # function of the text, remembered (an invalid address raises, which is not cached).
-    return normalize_email(value)
-
-
-def _check_json(value: Any) -> None:
-    """Refuse text the database cannot store anywhere inside a JSON value."""
-    if isinstance(value, str):
-        check_text(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(str(key))
-            _check_json(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json(item)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not JSON")
-
-
-class EventBatch(BaseModel):
-    """Several events in one request: one transaction."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -376,53 +272,3 @@ def _erased(session: Session, emails: Sequence[str]) -> set[str]:
 def _new_lead(email: str, default_timezone: str, now: datetime) -> dict[str, Any]:
     values = LeadIn(email=email).new_lead_values(default_timezone)
     return {**values, "created_at": now, "updated_at": now}
-
-
-def _insert(session: Session | Connection, table: Any) -> Any:
-    """INSERT with ON CONFLICT support, in the session's dialect."""
-    if _dialect(session) == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
-def insert_ignoring_conflicts(
-    session: Session | Connection, table: Any, rows: Sequence[dict[str, Any]], *, conflict: str
-) -> dict[Any, int]:
-    """Insert ``rows`` in one statement, skipping any that would break a unique constraint
-    (already stored, or just stored by a concurrent request); returns the id of each row
-    inserted, by its value of the ``conflict`` column."""
-    if not rows:
-        return {}
-    if isinstance(table, type) and issubclass(table, Base):
-        table = table.__table__
-    column = table.c[conflict]
-    if len(rows) > 1 and _dialect(session) == "postgresql":
-        statement = _json_insert(table, rows)
-        result = session.execute(statement.returning(table.c.id, column))
-    else:
-        statement = _insert(session, table).on_conflict_do_nothing()
-        result = session.execute(statement.returning(table.c.id, column), list(rows))
-    return {value: int(row_id) for row_id, value in result}
-
-
-def _json_insert(table: Table, rows: Sequence[dict[str, Any]]) -> Any:
-    """``INSERT ... SELECT * FROM json_to_recordset(:rows) ... ON CONFLICT DO NOTHING`` on
-    PostgreSQL: the rows travel as one JSON text (encoded in C by the json module, parsed
-    in C by the server), and the statement's text is the same whatever the batch size, so
-    psycopg parses it and the server plans it once. A multi-row VALUES is rows x columns
-    parameters that psycopg parses in Python for every batch; arrays per column
-    (``unnest``) are dumped value by value in Python."""
-    names = list(rows[0])
-    document = json.dumps(rows, default=json_value, ensure_ascii=False)
-    records = (
-        func.json_to_recordset(cast(bindparam("rows", document, type_=Text()), JSON()))
-        .table_valued(*(column(name, table.c[name].type) for name in names))
-        .render_derived(with_types=True)
-    )
-    source = select(*(records.c[name] for name in names))
-    return postgresql.insert(table).from_select(names, source).on_conflict_do_nothing()
-
-
-def _dialect(session: Session | Connection) -> str:
-    bind = session if isinstance(session, Connection) else session.get_bind()
-    return bind.dialect.name

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db.session import transaction
 from nurture.leads import rows
-from nurture.leads.events import EventIn, UnknownEmailPolicy, store_events
+from nurture.leads.event_schema import EventIn
+from nurture.leads.events import UnknownEmailPolicy, store_events
 from nurture.leads.rows import ImportAborted
 from nurture.leads.schema import field_errors
 from nurture.scoring.rules import ScoringRules

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, insert, select
@@ -29,6 +29,7 @@ from nurture.funnel.funnel import Funnel
 from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import Reason, ReasonKind
 from nurture.funnel.stages import change_stage, record_entries, refusal_of
+from nurture.leads.csv_file import Column, open_csv, read_header, row_data
 from nurture.leads.rows import ImportAborted, RowError
 from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
 from nurture.scoring.ledger import refresh_fit
@@ -38,8 +39,6 @@ from nurture.sequences.enrollment import enroll_many
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 500
-# Every LeadIn field can be a column; other columns become attributes.
-LEAD_COLUMNS = frozenset(name for name in LeadIn.model_fields if name != "attributes")
 ROW_CONVENTION = "rows are numbered as in a spreadsheet: the header is row 1"
 STAGE_FIELD = "lifecycle_stage"
 ACTOR = "import"
@@ -76,12 +75,6 @@ class ImportReport:
             "not_enrolled": dict(sorted(self.not_enrolled.items())),
             "errors": [{"row": e.row, "field": e.field, "message": e.message} for e in self.errors],
         }
-
-
-@dataclass(frozen=True)
-class _Column:
-    name: str  # a LeadIn field, or an attribute name
-    is_field: bool
 
 
 @dataclass(frozen=True)
@@ -122,9 +115,9 @@ def import_leads(
     report = ImportReport(file=str(path))
     context = lead_context(funnel.catalog.personas())
     batch: list[_Row] = []
-    with _open(path) as stream:
+    with open_csv(path) as stream:
         reader = csv.reader(stream)
-        columns = _read_header(path, reader)
+        columns = read_header(path, reader)
         for number, values in _records(reader, report):
             report.rows += 1
             row = _validate(number, values, columns, context, report)
@@ -140,49 +133,6 @@ def import_leads(
     if on_progress:
         on_progress(report.rows)
     return report
-
-
-def check_file(path: Path) -> None:
-    """Raise ImportAborted if the file cannot be imported at all (unreadable, no header,
-    no ``email`` column), so a caller can refuse it before writing anything."""
-    with _open(path) as stream:
-        _read_header(path, csv.reader(stream))
-
-
-def _open(path: Path) -> TextIO:
-    # utf-8-sig drops Excel's byte-order mark; bytes that are not UTF-8 survive as
-    # surrogates, so the row that holds them is reported instead of the whole file failing.
-    try:
-        return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
-    except OSError as exc:
-        raise ImportAborted(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _read_header(path: Path, reader: Iterator[list[str]]) -> list[_Column]:
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise ImportAborted(f"{path}: row 1 (the header) is not valid CSV: {exc}") from None
-    if not header or not any(cell.strip() for cell in header):
-        raise ImportAborted(f"{path} is empty: expected a header row with an 'email' column")
-    if any("\udc80" <= ch <= "\udcff" for ch in "".join(header)):
-        raise ImportAborted(f"{path}: the header (row 1) is not UTF-8; save the file as UTF-8")
-    columns = [_column(cell) for cell in header]
-    names = [c.name for c in columns if c.name]
-    if "email" not in names:
-        found = ", ".join(repr(n) for n in names[:20]) or "none"
-        raise ImportAborted(f"{path}: the header (row 1) has no 'email' column; found {found}")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ImportAborted(f"{path}: the header (row 1) names {', '.join(repeated)} twice")
-    return columns
-
-
-def _column(cell: str) -> _Column:
-    """``First Name`` and ``first-name`` name the first_name field; others are attributes."""
-    name = cell.strip()
-    as_field = name.lower().replace(" ", "_").replace("-", "_")
-    return _Column(as_field, True) if as_field in LEAD_COLUMNS else _Column(name, False)
 
 
 def _records(reader: Iterator[list[str]], report: ImportReport) -> Iterator[tuple[int, list[str]]]:
@@ -205,11 +155,11 @@ def _records(reader: Iterator[list[str]], report: ImportReport) -> Iterator[tupl
 def _validate(
     number: int,
     values: list[str],
-    columns: list[_Column],
+    columns: list[Column],
     context: dict[str, Any],
     report: ImportReport,
 ) -> _Row | None:
-    data, problems = _row_data(number, values, columns)
+    data, problems = row_data(number, values, columns)
     if not problems:
         try:
             return _Row(number, LeadIn.model_validate(data, context=context))
@@ -217,31 +167,6 @@ def _validate(
             problems = [RowError(number, f, _plain(m)) for f, m in field_errors(exc)]
     _skip(report, problems)
     return None
-
-
-def _row_data(
-    number: int, values: list[str], columns: list[_Column]
-) -> tuple[dict[str, Any], list[RowError]]:
-    """The row as LeadIn input: empty values dropped, extra columns as attributes."""
-    extra = [v for v in values[len(columns) :] if v.strip()]
-    if extra:
-        message = f"{len(values)} values but the header has {len(columns)} columns"
-        return {}, [RowError(number, "", message)]
-    data: dict[str, Any] = {}
-    attributes: dict[str, str] = {}
-    problems = []
-    for position, (column, value) in enumerate(zip(columns, values, strict=False), start=1):
-        if not value.strip():
-            continue
-        if not column.name:
-            problems.append(RowError(number, f"column {position}", "has a value but no header"))
-        elif column.is_field:
-            data[column.name] = value
-        else:
-            attributes[column.name] = value.strip()
-    if attributes:
-        data["attributes"] = attributes
-    return data, problems
 
 
 def _plain(message: str) -> str:

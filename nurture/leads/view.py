@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from nurture.core.leads import LEAD_FIELDS
 from nurture.db.models import Enrollment, Event, Lead, Message, ScoreEntry, StageChange
-from nurture.scoring.ledger import lead_score
 from nurture.scoring.points import ScoreBreakdown, entry_value
 from nurture.scoring.rules import ScoringRules
+from nurture.scoring.scores import lead_score
 
 DEFAULT_LIMIT = 30
 # At the same instant: cause, then effect (points make an MQL).

@@ -18,11 +18,11 @@ from nurture.core.conditions import Activity
 from nurture.core.leads import LEAD_FIELDS
 from nurture.core.vocabulary import DELIVERY_EVENTS
 from nurture.db.models import Enrollment, Event, Lead, Message, Suppression
-from nurture.leads.erasure import suppression_keys
 from nurture.sequences.drip import Drip
 from nurture.sequences.engine import (
     Context,
 )
+from nurture.suppression.keys import suppression_keys
 
 # Messages that count towards the frequency cap: anything that may have reached the lead.
 CAPPED_STATUSES = ("sent", "sending", "unknown")

@@ -15,10 +15,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Enrollment, Lead, Suppression
-from nurture.leads.erasure import suppression_keys
 from nurture.sequences.audience import EnrollmentDecision, Outcome, PastEnrollment, choose_sequence
 from nurture.sequences.catalog import Catalog
 from nurture.sequences.spec import SequenceSpec
+from nurture.suppression.keys import suppression_keys
 
 
 @dataclass(frozen=True)

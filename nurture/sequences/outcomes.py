@@ -51,29 +51,10 @@ def record_outcomes(
     marked, and the enrollment is left to the run that holds it."""
     if not outcomes:
         return
-    wanted = select(Enrollment).where(
-        Enrollment.id.in_([o.pending.enrollment_id for o in outcomes])
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        wanted = wanted.with_for_update()  # no take-over between this check and the update
-    enrollments = {e.id: e for e in session.scalars(wanted)}
-    ours = {i: e for i, e in enrollments.items() if e.claim_token == run_token}
-    messages = {
-        m.id: m
-        for m in session.scalars(
-            select(Message).where(Message.id.in_([o.pending.message_id for o in outcomes]))
-        )
-    }
-    period = drip.cap.period
-    state = load_state(session, list(ours.values()), now, period)
-    prefetch_events(
-        session,
-        [
-            _event_key(_OUTCOME_EVENTS[o.status], messages[o.pending.message_id])
-            for o in outcomes
-            if o.status in _OUTCOME_EVENTS and o.pending.message_id in messages
-        ],
-    )
+    ours = _still_ours(session, outcomes, run_token)
+    messages = _messages_of(session, outcomes)
+    state = load_state(session, list(ours.values()), now, drip.cap.period)
+    prefetch_events(session, _outcome_keys(outcomes, messages))
 
     def record(outcome: Outcome, into: BatchReport) -> None:
         message = messages.get(outcome.pending.message_id)
@@ -81,38 +62,70 @@ def record_outcomes(
         _record_outcome(session, drip, enrollment, message, outcome, state, now, into)
 
     def salvage(outcome: Outcome, exc: Exception) -> None:
-        # Moving the enrollment on failed: the message's outcome is still recorded (a sent
-        # message must never look unsent), and the enrollment is parked past the step.
-        log.error(
-            "message %s: outcome %s recorded, enrollment %s parked: %s",
-            outcome.pending.message_id,
-            outcome.status,
-            outcome.pending.enrollment_id,
-            describe(exc),
-            exc_info=exc,
-        )
         enrollment = ours.get(outcome.pending.enrollment_id)
         message = messages.get(outcome.pending.message_id)
-        with session.begin_nested():
-            if message is not None:
-                ours_now = enrollment is not None
-                status, error = _final_status(drip, message, outcome, ours=ours_now)
-                _mark_message(session, message, outcome, status, error, now, report)
-            if enrollment is not None:
-                if outcome.status in ("sent", "unknown"):
-                    move_past(enrollment, outcome.pending.decision)
-                    enrollment.step_started_at = now
-                park(enrollment, exc, now)
-        report.problems["error"] += 1
+        _salvage(session, drip, outcome, exc, enrollment, message, now, report)
 
-    in_savepoints(
-        session,
-        outcomes,
-        record,
-        salvage,
-        lambda: state.refill(load_state(session, list(ours.values()), now, period)),
-        report,
+    def reload() -> None:
+        state.refill(load_state(session, list(ours.values()), now, drip.cap.period))
+
+    in_savepoints(session, outcomes, record, salvage, reload, report)
+
+
+def _still_ours(session: Session, outcomes: list[Outcome], run_token: str) -> dict[int, Enrollment]:
+    """The outcomes' enrollments this run still holds, by id (locked on PostgreSQL)."""
+    wanted = select(Enrollment).where(
+        Enrollment.id.in_([o.pending.enrollment_id for o in outcomes])
     )
+    if session.get_bind().dialect.name == "postgresql":
+        wanted = wanted.with_for_update()  # no take-over between this check and the update
+    return {e.id: e for e in session.scalars(wanted) if e.claim_token == run_token}
+
+
+def _messages_of(session: Session, outcomes: list[Outcome]) -> dict[int, Message]:
+    query = select(Message).where(Message.id.in_([o.pending.message_id for o in outcomes]))
+    return {m.id: m for m in session.scalars(query)}
+
+
+def _outcome_keys(outcomes: list[Outcome], messages: dict[int, Message]) -> list[str]:
+    """The dedupe keys of the events the outcomes will record (looked up in one query)."""
+    return [
+        _event_key(_OUTCOME_EVENTS[o.status], messages[o.pending.message_id])
+        for o in outcomes
+        if o.status in _OUTCOME_EVENTS and o.pending.message_id in messages
+    ]
+
+
+def _salvage(
+    session: Session,
+    drip: Drip,
+    outcome: Outcome,
+    exc: Exception,
+    enrollment: Enrollment | None,
+    message: Message | None,
+    now: datetime,
+    report: BatchReport,
+) -> None:
+    """Moving the enrollment on failed: the message's outcome is still recorded (a sent
+    message must never look unsent), and the enrollment is parked past the step."""
+    log.error(
+        "message %s: outcome %s recorded, enrollment %s parked: %s",
+        outcome.pending.message_id,
+        outcome.status,
+        outcome.pending.enrollment_id,
+        describe(exc),
+        exc_info=exc,
+    )
+    with session.begin_nested():
+        if message is not None:
+            status, error = _final_status(drip, message, outcome, ours=enrollment is not None)
+            _mark_message(session, message, outcome, status, error, now, report)
+        if enrollment is not None:
+            if outcome.status in ("sent", "unknown"):
+                move_past(enrollment, outcome.pending.decision)
+                enrollment.step_started_at = now
+            park(enrollment, exc, now)
+    report.problems["error"] += 1
 
 
 def _record_outcome(

@@ -10,7 +10,7 @@ from datetime import date, time
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import available_timezones
 
 import holidays
 from pydantic import (
@@ -23,6 +23,7 @@ from pydantic import (
 from nurture.core.conditions import Condition
 from nurture.core.schema import DurationText, Strict
 from nurture.core.stages import NURTURABLE_STAGES, JourneyStage, LifecycleStage
+from nurture.core.zones import is_valid_timezone
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -81,7 +82,7 @@ class SendWindow(Strict):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, name: str, info: ValidationInfo) -> str:
-        if name == "lead" or not (info.context or {}).get("authored") or _is_zone(name):
+        if name == "lead" or not (info.context or {}).get("authored") or is_valid_timezone(name):
             return name
         close = difflib.get_close_matches(name, sorted(_zones()), n=1, cutoff=0.7)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -111,14 +112,6 @@ def _weekday_names(days: list[str]) -> list[str]:
     if bad or not days:
         raise ValueError(f"days must be among {', '.join(WEEKDAYS)}; got {bad or 'none'}")
     return [d.lower()[:3] for d in days]
-
-
-def _is_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
 
 
 @lru_cache(maxsize=1)

@@ -29,9 +29,10 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from nurture.core.durations import Duration
+from nurture.core.zones import is_valid_timezone
 from nurture.sequences.spec import SendWindow
 
 # Every window allows at least one weekday, so eight days always reach an opening; the
@@ -47,17 +48,6 @@ _SECOND = timedelta(seconds=1)
 
 # A stretch of real time [start, end), in UTC.
 Interval = tuple[datetime, datetime]
-
-
-def is_valid_timezone(name: str) -> bool:
-    """True if ``name`` is an IANA time zone this machine knows (``Europe/Berlin``, ``UTC``)."""
-    if not isinstance(name, str) or not name:
-        return False
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
 
 
 def resolve_zone(

@@ -12,10 +12,20 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from nurture.settings import Settings
+from typing import Protocol
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class BotSettings(Protocol):
+    """What the filter reads of the settings (``nurture.settings.Settings`` has it all)."""
+
+    bot_click_seconds: float
+    bot_open_seconds: float
+    bot_burst_seconds: float
+    bot_scanner_agents: str
+    bot_proxy_agents: str
+    bot_proxy_networks: str
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,7 @@ class BotRules:
     proxy_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BotRules:
+    def from_settings(cls, settings: BotSettings) -> BotRules:
         """The rules configured in ``settings``; a bad network is a ValueError naming it."""
         return cls(
             click_seconds=settings.bot_click_seconds,

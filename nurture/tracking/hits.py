@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,23 +28,19 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
-    insert,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from nurture.db.models import Enrollment, Event, Lead, Link, Message, ScoreEntry, Suppression
-from nurture.db.session import transaction
-from nurture.leads.events import insert_ignoring_conflicts
+from nurture.db.inserts import insert_ignoring_conflicts
+from nurture.db.models import Event, Lead, Link, Message, ScoreEntry, Suppression
 from nurture.tracking.bots import BotRules, Hit, burst_members, judge_click, judge_open
-from nurture.tracking.links import TrackedLink
+from nurture.tracking.unsubscribe import UnsubscribeResult, exit_unsubscribed
 
 # Enough of a user agent to recognise it; some are kilobytes of junk.
 MAX_USER_AGENT = 300
-# The engine's own reason for leaving on a suppression ("suppressed: <reason>").
-UNSUBSCRIBED_EXIT = "suppressed: unsubscribed"
 
 _MESSAGE_COLUMNS = (
     Message.id,
@@ -118,14 +114,6 @@ class _MessageRow:
     erased: bool
 
 
-@dataclass(frozen=True)
-class UnsubscribeResult:
-    """The address that was suppressed and the event recorded (None if already done)."""
-
-    email: str
-    event_id: int | None
-
-
 class HitStore:
     """Records tracking hits on one engine (one per web process)."""
 
@@ -170,28 +158,6 @@ class HitStore:
         if message is None:
             return None
         return "" if message.erased else message.to_email
-
-
-def exit_unsubscribed(conn: Connection, lead_id: int, at: datetime) -> int:
-    """End the lead's active enrollments now, so no screen shows it still nurtured; returns
-    how many. One claimed by a sending worker (mid-send) is left to the engine, which exits
-    it on its next decision: a conditional update never overwrites the worker's outcome."""
-    result = conn.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.lead_id == lead_id,
-            Enrollment.status == "active",
-            Enrollment.claim_token.is_(None),
-        )
-        .values(
-            status="exited",
-            exit_reason=UNSUBSCRIBED_EXIT,
-            exited_at=at,
-            next_run_at=None,
-            claimed_until=None,
-        )
-    )
-    return int(result.rowcount or 0)
 
 
 @dataclass(frozen=True)
@@ -385,24 +351,6 @@ def mark_not_human(conn: Connection | Session, event_ids: Sequence[int], reason:
             .values(is_human=False, data={**(data or {}), "bot_reason": reason})
         )
     conn.execute(delete(ScoreEntry).where(ScoreEntry.event_id.in_(event_ids)))
-
-
-def save_links(
-    sessions: sessionmaker[Session], links: Mapping[int, Sequence[TrackedLink]], now: datetime
-) -> None:
-    """Store the links of messages about to be sent, replacing those of an earlier attempt,
-    so a click that comes the moment the mail arrives finds its URL."""
-    if not links:
-        return
-    rows = [
-        {"message_id": message_id, "position": link.position, "url": link.url, "created_at": now}
-        for message_id, message_links in links.items()
-        for link in message_links
-    ]
-    with transaction(sessions) as session:
-        session.execute(delete(Link).where(Link.message_id.in_(list(links))))
-        if rows:
-            session.execute(insert(Link), rows)
 
 
 def _message(conn: Connection, message_id: int) -> _MessageRow | None:

@@ -21,9 +21,9 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 from urllib.parse import parse_qsl, quote, urlencode
 
-from nurture.settings import Settings
 from nurture.tracking.tokens import click_url, open_url
 
 # Where a URL in plain text ends: whitespace, or a character that cannot be in a bare URL.
@@ -41,6 +41,20 @@ _A_HREF = re.compile(
 )
 # The tracking endpoints of the web app: links to these are never rewritten.
 OWN_PATHS = ("/u/", "/o/", "/c/")
+
+
+class TrackingSettings(Protocol):
+    """What link tracking reads of the settings (``nurture.settings.Settings`` has it)."""
+
+    base_url: str
+    secret_key: str
+    track_clicks: bool
+    track_opens: bool
+    utm_enabled: bool
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    utm_content: str
 
 
 @dataclass(frozen=True)
@@ -191,7 +205,7 @@ def _unquote(value: str) -> str:
     return value
 
 
-def utm_params(settings: Settings, sequence_key: str, step_id: str) -> dict[str, str]:
+def utm_params(settings: TrackingSettings, sequence_key: str, step_id: str) -> dict[str, str]:
     """The UTM parameters configured in ``settings`` for one step of a sequence."""
     if not settings.utm_enabled:
         return {}
@@ -209,7 +223,7 @@ def utm_params(settings: Settings, sequence_key: str, step_id: str) -> dict[str,
 
 
 def tracking_for(
-    settings: Settings,
+    settings: TrackingSettings,
     message_id: int,
     sequence_key: str,
     step_id: str,

@@ -17,7 +17,8 @@ from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.funnel.pipeline import process_stored
 from nurture.leads.erasure import erase_lead
-from nurture.leads.events import EventBatch, EventIn, IngestReport, store_events
+from nurture.leads.event_schema import EventBatch, EventIn
+from nurture.leads.events import IngestReport, store_events
 from nurture.leads.schema import LeadIn, lead_context
 from nurture.leads.upsert import StageRefused, UpsertResult, upsert_lead
 from nurture.leads.view import lead_view

@@ -34,8 +34,9 @@ from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport
 from nurture.funnel.decisions import SalesDecision
 from nurture.funnel.sales import apply_decision
-from nurture.leads.erasure import email_hash, erase_lead
+from nurture.leads.erasure import erase_lead
 from nurture.leads.importer import import_leads
+from nurture.suppression.keys import email_hash
 
 EMAIL = "Alex.Doe@Example.com"
 

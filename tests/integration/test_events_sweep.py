@@ -19,7 +19,7 @@ from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport, TransportError
 from nurture.jobs.events import SWEEP_GRACE, sweep_unscored
 from nurture.runtime import Runtime
-from nurture.scoring.ledger import lead_score
+from nurture.scoring.scores import lead_score
 
 GONE = "gone@acme.example"
 

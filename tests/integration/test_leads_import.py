@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from nurture.cli import app
 from nurture.db.models import Enrollment, Lead, SequenceVersion, Suppression
 from nurture.db.session import transaction
-from nurture.leads.importer import ImportAborted, ImportReport, check_file, import_leads
+from nurture.leads.csv_file import check_file
+from nurture.leads.importer import ImportAborted, ImportReport, import_leads
 from nurture.leads.schema import LeadIn, lead_context
 from nurture.sequences.catalog import Catalog, publish
 from nurture.sequences.spec import SequenceSpec

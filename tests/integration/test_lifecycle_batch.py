@@ -18,8 +18,9 @@ from nurture.db.models import Event, Lead, ScoreEntry, StageChange
 from nurture.db.session import transaction
 from nurture.funnel.promotion import assess_lead, evaluate_leads
 from nurture.runtime import Runtime
-from nurture.scoring.ledger import lead_score, lead_scores, score_ceilings, score_events
+from nurture.scoring.ledger import score_events
 from nurture.scoring.rules import ScoringRules
+from nurture.scoring.scores import lead_score, lead_scores, score_ceilings
 
 NOW = MONDAY + timedelta(days=200)
 TITLES = ["Director of Finance", "Accountant", "VP Operations", "Clerk"]

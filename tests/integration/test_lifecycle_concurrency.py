@@ -25,7 +25,7 @@ from nurture.funnel.machine import Reason, ReasonKind, TransitionRefused
 from nurture.funnel.sales import adjust_engagement, apply_decision
 from nurture.funnel.stages import StageMoved, change_stage
 from nurture.runtime import Runtime
-from nurture.scoring.ledger import lead_score
+from nurture.scoring.scores import lead_score
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from nurture.funnel.sales import apply_decision
 from nurture.funnel.stages import change_stage
 from nurture.funnel.status import lead_status
 from nurture.runtime import Runtime
-from nurture.scoring.ledger import lead_score
+from nurture.scoring.scores import lead_score
 from nurture.sequences.enrollment import enroll
 
 HOOK = "http://127.0.0.1:9/hooks/handoff"  # nothing listens on the discard port

@@ -18,15 +18,10 @@ from nurture.db.models import Enrollment, Event, Lead, Message, ScoreEntry
 from nurture.db.session import transaction
 from nurture.funnel.funnel import Funnel
 from nurture.leads.importer import ImportAborted, funnel_for_import, import_leads
-from nurture.scoring.ledger import (
-    lead_score,
-    lead_scores,
-    refresh_fit,
-    score_events,
-    score_unscored,
-)
+from nurture.scoring.ledger import refresh_fit, score_events, score_unscored
 from nurture.scoring.loading import load_rules
 from nurture.scoring.rules import ScoringRules
+from nurture.scoring.scores import lead_score, lead_scores
 from nurture.sequences.catalog import Catalog
 from nurture.settings import load_settings
 

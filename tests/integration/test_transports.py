@@ -14,15 +14,10 @@ from pathlib import Path
 import pytest
 from support.smtp_server import SmtpSink, Tls, TlsPair, free_port, make_tls_pair, smtp_sink
 
+from nurture.bootstrap import make_transport
 from nurture.delivery.mime import OutgoingEmail, build_message, make_message_id
-from nurture.delivery.transports import (
-    MemoryTransport,
-    OutboxTransport,
-    SmtpTransport,
-    Transport,
-    TransportError,
-    make_transport,
-)
+from nurture.delivery.smtp import SmtpTransport
+from nurture.delivery.transports import MemoryTransport, OutboxTransport, Transport, TransportError
 from nurture.settings import load_settings
 
 __all__ = ["smtp_sink"]  # the fixture, imported from smtp_server (overridden below)

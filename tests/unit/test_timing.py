@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nurture.core.durations import parse_duration
+from nurture.core.zones import is_valid_timezone
 from nurture.sequences.spec import SendWindow
 from nurture.sequences.timing import (
     add_wait,
     in_window,
-    is_valid_timezone,
     localize,
     next_window_opening,
     resolve_zone,

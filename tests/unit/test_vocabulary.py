@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import get_args
 
 from nurture.core.vocabulary import SITE_EVENTS
-from nurture.leads.events import EventType
+from nurture.leads.event_schema import EventType
 
 
 def test_the_api_event_types_are_the_site_events() -> None:

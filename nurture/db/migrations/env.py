@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from alembic import context
 
-from nurture.db.models import AwareDateTime, Base
+from nurture.db.models import Base
 from nurture.db.session import make_engine
+from nurture.db.types import AwareDateTime
 
 config = context.config
 target_metadata = Base.metadata
