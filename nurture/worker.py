@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from celery import Celery
+from celery import Celery, signals
 from sqlalchemy.exc import OperationalError
 
 from nurture.bootstrap import Runtime, build_runtime
@@ -19,7 +19,12 @@ from nurture.services.lifecycle import deliver_notifications
 from nurture.services.pipeline import process_events
 from nurture.services.scheduler import Claim
 from nurture.services.ticks import dispatch_due
-from nurture.settings import Settings, load_settings, require_secret_key
+from nurture.settings import (
+    InsecureSettings,
+    Settings,
+    load_settings,
+    require_strong_secret_key,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -64,7 +69,8 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         settings = load_settings()
-        require_secret_key(settings, "celery worker")
+        # A worker has a broker: what it signs is served by some web process elsewhere.
+        require_strong_secret_key(settings, "celery worker")
         rt = build_runtime(settings)
         now = datetime.now(UTC)
         if rt.settings.sequences_dir.is_dir():
@@ -73,6 +79,18 @@ def runtime() -> Runtime:
             rt.catalog_from_db()
         _runtime = rt
     return _runtime
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def refuse_weak_key(**_: object) -> None:
+    """A worker or beat with a weak NURTURE_SECRET_KEY does not start (rather than fail
+    each task). Celery only logs what a signal handler raises, so this exits."""
+    try:
+        require_strong_secret_key(load_settings(), "celery worker or beat")
+    except InsecureSettings as exc:
+        log.critical("refusing to start: %s", exc)
+        raise SystemExit(2) from None
 
 
 app = create_celery(load_settings())

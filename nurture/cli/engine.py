@@ -40,8 +40,13 @@ DEMO_START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 SAMPLE_LEADS = Path("data/sample_leads.csv")
 
 
-def _runtime_or_exit(now: datetime, **overrides: object) -> Runtime:
-    rt = build_runtime(load_settings(**overrides))
+def _runtime_or_exit(now: datetime, process: str | None = None, **overrides: object) -> Runtime:
+    """The runtime with its sequences loaded; ``process``: the command signs links, so its
+    key is checked first (weak only when everything is on this machine)."""
+    settings = load_settings(**overrides)
+    if process is not None:
+        require_secret_key(settings, process)
+    rt = build_runtime(settings)
     try:
         rt.load_catalog(now)
     except AuthoringError as exc:
@@ -138,7 +143,7 @@ def tick(
 ) -> None:
     """One scheduler pass in-process: for cron users and debugging."""
     at = _parse_now(now)
-    rt = _runtime_or_exit(at)
+    rt = _runtime_or_exit(at, "nurture tick")
     report = run_tick(rt, at)
     console.print(
         f"tick at {at.isoformat()}: {report.total_sent} sent, "
@@ -171,9 +176,8 @@ def run(
 ) -> None:
     """The engine on one machine without Redis, with the web app in a thread, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    rt = _runtime_or_exit(datetime.now(UTC))
-    if web:
-        require_secret_key(rt.settings, "nurture run")
+    # Sending signs links whether or not this process serves them.
+    rt = _runtime_or_exit(datetime.now(UTC), "nurture run")
     server = serve_in_thread(rt) if web else None
     interval = tick_seconds or rt.settings.tick_seconds
     stopping = False

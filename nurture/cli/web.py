@@ -8,7 +8,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -31,7 +31,12 @@ from nurture.services.events_import import (
 )
 from nurture.services.pipeline import enqueue, process_now, process_unscored
 from nurture.services.scoring import rules_for
-from nurture.settings import Settings, load_settings, require_secret_key
+from nurture.settings import (
+    Settings,
+    load_settings,
+    require_secret_key,
+    require_strong_secret_key,
+)
 
 log = logging.getLogger("nurture")
 events_app = typer.Typer(help="Site behavior events: bulk import, scoring catch-up.")
@@ -62,15 +67,26 @@ def web(
     ] = None,
 ) -> None:
     """The web process: tracking links, unsubscribe, the JSON API and /healthz."""
+    from nurture.web.app import create_app
+
     settings = load_settings()
-    require_secret_key(settings.model_copy(update={"web_host": host or settings.web_host}), "web")
-    _checked_runtime(settings).close()
+    bind, processes = host or settings.web_host, workers or settings.web_workers
+    if processes > 1:
+        # Each worker process builds the app with the factory, which cannot see the host.
+        require_strong_secret_key(settings, f"web --workers {processes}")
+    else:
+        require_secret_key(settings, "web", web_host=bind)
+    rt = _checked_runtime(settings)
+    app: Any = create_app(rt, owns_runtime=True)
+    if processes > 1:
+        rt.close()
+        app = "nurture.web.app:app_from_env"
     uvicorn.run(
-        "nurture.web.app:app_from_env",
-        factory=True,
-        host=host or settings.web_host,
+        app,
+        factory=processes > 1,
+        host=bind,
         port=settings.web_port if port is None else port,
-        workers=workers or settings.web_workers,
+        workers=processes,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
