@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str = ""
     # Signs tracking and unsubscribe tokens. Change it in production.
     secret_key: str = "change-me-in-production"  # refused outside loopback: see below
+    # Keys tokens were signed with before (comma-separated): after a rotation, links in mail
+    # already delivered keep working. New tokens are always signed with ``secret_key``.
+    old_secret_keys: str = ""
 
     # Leads without their own time zone / locale get these.
     default_timezone: str = "UTC"
@@ -121,6 +124,12 @@ class Settings(BaseSettings):
     bot_proxy_networks: str = "17.0.0.0/8"
 
     @property
+    def token_keys(self) -> tuple[str, ...]:
+        """The keys a token is verified with: the current one first, then the old ones."""
+        old = [key.strip() for key in self.old_secret_keys.split(",") if key.strip()]
+        return (self.secret_key, *dict.fromkeys(key for key in old if key != self.secret_key))
+
+    @property
     def api_key_list(self) -> list[str]:
         """The configured API keys (empty entries dropped)."""
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
@@ -199,9 +208,17 @@ def key_weakness(key: str) -> str | None:
 
 
 def weak_keys(settings: Settings) -> list[str]:
-    """What is wrong with the configured key."""
+    """What is wrong with the configured keys: the current one and every old one (a token
+    an old key signs is as good as one the current key signs)."""
+    found = []
     why = key_weakness(settings.secret_key)
-    return [f"NURTURE_SECRET_KEY {why}"] if why else []
+    if why:
+        found.append(f"NURTURE_SECRET_KEY {why}")
+    for number, key in enumerate(settings.token_keys[1:], start=1):
+        why = key_weakness(key)
+        if why:
+            found.append(f"NURTURE_OLD_SECRET_KEYS entry {number} {why}")
+    return found
 
 
 def is_loopback(host: str) -> bool:
