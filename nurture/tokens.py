@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal
@@ -52,11 +53,36 @@ def _signing_key(secret_key: str, purpose: Purpose) -> bytes:
 # options.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
+_STANDARD = bytes.maketrans(b"-_", b"+/")
+# A token as we (and itsdangerous) write it: URL-safe base64 without padding, payload and
+# signature; a leading "." marks a payload itsdangerous compressed.
+_SHAPE = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 def _b64(data: bytes) -> bytes:
     """URL-safe base64 without padding, as itsdangerous writes it."""
     return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
+
+
+def _unb64(text: str) -> bytes:
+    data = text.encode("ascii").translate(_STANDARD)
+    return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
+
+
+def is_canonical(token: str) -> bool:
+    """True if ``token`` is spelled exactly as the signer writes it. itsdangerous' decoder
+    is lenient (it drops non-ASCII and stray characters, takes padding, ``+`` and ``/``, and
+    ignores the unused low bits of the last character), so without this check one token
+    had many spellings that verified."""
+    if not _SHAPE.fullmatch(token):
+        return False
+    body, _, signature = token.rpartition(".")
+    try:
+        # Not secret-dependent (the token is what the client sent): a plain comparison.
+        parts = (body.removeprefix("."), signature)
+        return all(_b64(_unb64(part)) == part.encode() for part in parts)
+    except binascii.Error:
+        return False
 
 
 def sign(secret_key: str, purpose: Purpose, payload: Any) -> str:
@@ -67,7 +93,10 @@ def sign(secret_key: str, purpose: Purpose, payload: Any) -> str:
 
 
 def verify(keys: Keys, purpose: Purpose, token: str) -> Any:
-    """The payload of a genuine token signed with any of ``keys``, or BadToken."""
+    """The payload of a genuine token signed with any of ``keys``, spelled exactly as it
+    was signed, or BadToken."""
+    if not is_canonical(token):
+        raise BadToken(f"invalid {purpose} token")
     ordered = (keys,) if isinstance(keys, str) else tuple(keys)
     try:
         return _serializer(ordered, purpose).loads(token)

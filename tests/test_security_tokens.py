@@ -103,3 +103,78 @@ def test_a_weak_old_key_is_refused_like_a_weak_current_one() -> None:
             require_secret_key(Settings(**exposed, old_secret_keys=f"{OLD},{weak}"), "web")
     # On a laptop the default may still be an old key, as it may be the current one.
     require_secret_key(Settings(old_secret_keys="change-me-in-production"), "nurture run")
+
+
+# -- one spelling per token ------------------------------------------------------------
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def same_bytes_last_char(token: str) -> list[str]:
+    """The token with its last character replaced by each other one that decodes to the
+    same bytes: a 20-byte signature is 27 characters, the last one's 2 low bits unused."""
+    value = ALPHABET.index(token[-1])
+    return [token[:-1] + ALPHABET[value ^ bits] for bits in (1, 2, 3)]
+
+
+def other_spellings(token: str) -> list[str]:
+    """Spellings a lenient base64 decoder reads as the same token."""
+    body, _, signature = token.rpartition(".")
+    found = [token + "=", token + "==", token + "\n", " " + token, token + "!"]
+    found += [f"{body}.{signature[:5]}!{signature[5:]}", f"{body}.{signature[:5]}é{signature[5:]}"]
+    found.append(f"{body}.{signature.replace('-', '+').replace('_', '/')}")
+    return [spelling for spelling in found if spelling != token]
+
+
+def a_token(purpose: str = "unsubscribe") -> str:
+    """A genuine token whose signature uses - or _ (so the other alphabet has a spelling)."""
+    for m in range(1, 10_000):
+        token = sign(NEW, purpose, {"m": m})  # type: ignore[arg-type]
+        if "-" in token.rpartition(".")[2] or "_" in token.rpartition(".")[2]:
+            return token
+    raise AssertionError("no token with - or _ in its signature")
+
+
+@pytest.mark.parametrize("purpose", ["unsubscribe", "open", "click"])
+def test_only_the_canonical_spelling_of_a_token_verifies(purpose: str) -> None:
+    token = a_token(purpose)
+    assert verify(NEW, purpose, token) is not None  # type: ignore[arg-type]
+    for spelling in same_bytes_last_char(token) + other_spellings(token):
+        with pytest.raises(BadToken):
+            verify(NEW, purpose, spelling)  # type: ignore[arg-type]
+    with pytest.raises(BadToken):
+        verify((NEW, OLD), purpose, same_bytes_last_char(token)[0])  # type: ignore[arg-type]
+
+
+def test_the_tracking_links_refuse_other_spellings(delivered: tuple[str, SentLinks]) -> None:
+    db_url, links = delivered
+    rt = after_rotation(db_url, old_secret_keys=OLD)
+    with client_for(rt, Clock(MONDAY + timedelta(hours=1))) as client:
+        headers = {"User-Agent": BROWSER}
+        unsubscribe, click = links.unsubscribe, links.clicks[0]
+        pixel_token = links.pixel.removesuffix(".gif")
+        for url in same_bytes_last_char(unsubscribe):
+            assert client.get(url).status_code == 404
+            assert client.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 404
+        for url in same_bytes_last_char(click):
+            assert client.get(url, headers=headers).status_code == 404
+        for token in same_bytes_last_char(pixel_token):
+            assert client.get(f"{token}.gif", headers=headers).status_code == 404
+        assert client.get(unsubscribe + "=").status_code == 404
+        # The genuine spellings still work.
+        assert client.get(unsubscribe).status_code == 200
+        assert client.get(click, headers=headers).status_code == 302
+        assert client.get(links.pixel, headers=headers).status_code == 200
+    rt.close()
+
+
+def test_itsdangerous_compressed_tokens_still_verify() -> None:
+    from itsdangerous import URLSafeSerializer
+
+    payload = {"m": 1, "pad": "x" * 400}  # compressed: the token starts with "."
+    token = URLSafeSerializer(NEW, salt="nurture.click").dumps(payload)
+    assert token.startswith(".")
+    assert verify(NEW, "click", token) == payload
+    for spelling in same_bytes_last_char(token):
+        with pytest.raises(BadToken):
+            verify(NEW, "click", spelling)
