@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
@@ -32,6 +32,12 @@ Context = Annotated[WebContext, Depends(web_context)]
 SINGLE, BATCH = "single", "batch"
 UNION_TAGS = frozenset({SINGLE, BATCH})
 TIMELINE_LIMIT = 200
+# Ids are INTEGER columns (32 bits on PostgreSQL): a larger one names no row, and asking
+# the database for it is an error there (SQLite overflows past 63 bits). 422 instead.
+MAX_ID = 2**31 - 1
+LeadId = Annotated[
+    int, Path(ge=1, le=MAX_ID, description=f"The lead's id (1 to {MAX_ID}; others: 422).")
+]
 
 
 class LeadOut(BaseModel):
@@ -136,7 +142,7 @@ def _upsert_out(result: UpsertResult) -> UpsertOut:
 
 @router.get("/leads/{lead_id}", summary="A lead with its score and timeline")
 def get_lead(
-    lead_id: int,
+    lead_id: LeadId,
     context: Context,
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per kind.")] = TIMELINE_LIMIT,
 ) -> dict[str, Any]:
@@ -207,14 +213,14 @@ def _timeline(session: Session, lead_id: int, limit: int) -> list[dict[str, Any]
 
 
 @router.post("/leads/{lead_id}/erase", summary="Erase a lead's personal data")
-def post_erase(lead_id: int, context: Context) -> dict[str, Any]:
+def post_erase(lead_id: LeadId, context: Context) -> dict[str, Any]:
     """Right to be forgotten: personal data removed, a hashed suppression kept so the
     address is never mailed again; counts of messages and events stay as they were."""
     return _erase(lead_id, context)
 
 
 @router.delete("/leads/{lead_id}", summary="Erase a lead's personal data (same as /erase)")
-def delete_lead(lead_id: int, context: Context) -> dict[str, Any]:
+def delete_lead(lead_id: LeadId, context: Context) -> dict[str, Any]:
     """The same as POST /api/v1/leads/{id}/erase: rows stay, personal data goes."""
     return _erase(lead_id, context)
 
