@@ -20,7 +20,7 @@ from nurture.db.session import transaction
 from nurture.leads.schema import LeadIn, lead_context
 from nurture.services.erasure import erase_lead
 from nurture.services.events import EventBatch, EventIn, IngestReport, store_events
-from nurture.services.lead_upsert import StageRefused, UpsertResult, upsert_lead
+from nurture.services.lead_upsert import UpsertRefused, UpsertResult, upsert_lead
 from nurture.services.pipeline import process_stored
 from nurture.services.scoring import lead_score, rules_for
 from nurture.web.auth import require_api_key
@@ -103,7 +103,8 @@ def post_lead(body: LeadIn, context: Context) -> JSONResponse:
     """Upsert by email (case-insensitive): given fields overwrite, attributes merge; the
     audience rules may enroll the lead. 201 when created, 200 when updated. A new
     ``lifecycle_stage`` is a move the funnel must allow: 422 naming ``lifecycle_stage``
-    (and nothing changed) when it does not."""
+    (and nothing changed) when it does not; 422 naming ``attributes`` when the merged
+    attributes would be more than 100 or 16 kB."""
     given = _with_personas(body, context)
     now = context.clock()
     for attempt in (1, 2):
@@ -115,7 +116,7 @@ def post_lead(body: LeadIn, context: Context) -> JSONResponse:
         except IntegrityError:  # created by a concurrent request: the retry updates it
             if attempt == 2:
                 raise
-        except StageRefused as exc:  # the transaction rolled back: nothing changed
+        except UpsertRefused as exc:  # the transaction rolled back: nothing changed
             error = {"loc": ["body", exc.field], "field": exc.field, "msg": exc.message}
             return JSONResponse({"detail": [{**error, "type": "value_error"}]}, status_code=422)
     code = status.HTTP_201_CREATED if out.created else status.HTTP_200_OK
