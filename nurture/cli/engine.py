@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import signal
@@ -13,12 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
 from nurture.bootstrap import AuthoringError, Runtime, build_runtime
-from nurture.cli.output import show_time, table_console
+from nurture.cli.output import SafeConsole, echo_json, show_time, table_console
 from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
 from nurture.db.models import Message
@@ -32,7 +30,7 @@ from nurture.services.simulation import (
 from nurture.services.ticks import tick as run_tick
 from nurture.settings import load_settings, require_secret_key
 
-console = Console()
+console = SafeConsole()
 log = logging.getLogger("nurture")
 
 # The demo starts on a fixed Monday so its output is the same on every machine.
@@ -233,7 +231,7 @@ def outbox(
     rt.close()
     if as_json:
         rows = [_message_json(m) for m in found]
-        typer.echo(json.dumps({"messages": rows}, indent=2, ensure_ascii=False))
+        echo_json({"messages": rows}, indent=2, ensure_ascii=False)
         return
     table = Table(title=f"Messages{f' ({status})' if status else ''}")
     for col in ("id", "to", "sequence", "step", "status", "tries", "created", "sent", "error"):

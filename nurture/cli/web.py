@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -13,12 +12,11 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nurture.bootstrap import Runtime, build_runtime
 from nurture.cli.common import database_problem
-from nurture.cli.output import count_table, print_errors
+from nurture.cli.output import SafeConsole, count_table, echo_json, escape, print_errors
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.services.erasure import erase_lead, find_lead, is_erased_address
@@ -45,7 +43,7 @@ REQUIRED_TABLES = ("leads", "messages", "events", "links", "suppressions", "scor
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
+    SafeConsole(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -149,15 +147,15 @@ def import_command(
         _abort(str(exc), as_json)
     rt = _checked_runtime(settings)
     try:
-        report = _run_import(rt, file, policy, None if as_json else Console(stderr=True))
+        report = _run_import(rt, file, policy, None if as_json else SafeConsole(stderr=True))
     except ImportAborted as exc:
         _abort(str(exc), as_json)
     finally:
         rt.close()
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        echo_json(report.to_json(), indent=2, ensure_ascii=False)
     else:
-        _print_report(report, Console())
+        _print_report(report, SafeConsole())
     if report.rows and report.created + report.duplicates == 0:
         raise typer.Exit(1)
     # A duplicate is already stored: a re-run of the same file is not a failure.
@@ -175,7 +173,7 @@ def _policy(value: str) -> UnknownEmailPolicy:
 
 def _abort(message: str, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"error": message}, indent=2))
+        echo_json({"error": message}, indent=2)
         raise typer.Exit(1)
     raise _fail(message)
 
@@ -246,7 +244,7 @@ def process_command() -> None:
         done = process_unscored(rt.sessions, datetime.now(UTC), rt.settings)
     finally:
         rt.close()
-    Console().print(f"processed {done} events")
+    SafeConsole().print(f"processed {done} events")
 
 
 def erase_command(
@@ -262,7 +260,7 @@ def erase_command(
             erased = lead is None and is_erased_address(session, email)
         if lead is None:
             if erased:
-                Console().print(f"{escape(email)} was already erased")
+                SafeConsole().print(f"{escape(email)} was already erased")
                 return
             raise _fail(f"no lead has the email {email}")
         if not yes and not typer.confirm(f"Erase the personal data of {email}?"):
@@ -275,9 +273,9 @@ def erase_command(
     finally:
         rt.close()
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        echo_json(report.to_json(), indent=2)
         return
-    Console().print(
+    SafeConsole().print(
         f"erased lead {report.lead_id}: {report.messages} messages and {report.events} events "
         f"kept without personal data; {report.enrollments_exited} enrollments ended; "
         "the address is suppressed by its hash"
