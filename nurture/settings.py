@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     # Retries of a temporary (4xx) SMTP failure before the message is marked failed.
     send_max_retries: int = 5
 
-    # The funnel (lifecycle.yaml): hand-off webhooks are signed with this secret
-    # (X-Nurture-Signature: sha256=HMAC of "<timestamp>.<body>"). Empty: sent unsigned.
+    # The funnel (lifecycle.yaml): hand-off webhooks are signed with this secret, unless a
+    # target names its own (secret_env). X-Nurture-Signature: v1=HMAC-SHA256 of timestamp,
+    # delivery id, event and body (nurture/lifecycle/signing.py). Empty: never sent.
     webhook_secret: str = ""
     # Hand-off targets besides those in lifecycle.yaml (comma-separated URLs).
     handoff_webhook_urls: str = ""
