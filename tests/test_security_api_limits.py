@@ -70,6 +70,14 @@ def test_no_route_answers_500_to_an_id_out_of_range(web: Web) -> None:
             assert response.status_code in (404, 422), (method, url, response.text)
 
 
+def test_without_a_key_any_id_is_still_401(web: Web) -> None:
+    # The key is checked before the id: a bad id tells a stranger nothing.
+    for method, template in id_routes(web):
+        for value in (str(2**64), "-1", "abc"):
+            response = web.client.request(method, ID_PARAM.sub(value, template), json={})
+            assert response.status_code == 401, (method, template, value)
+
+
 def test_the_largest_id_is_simply_not_found(web: Web) -> None:
     response = web.client.get(f"/api/v1/leads/{LARGEST_ID}", headers=AUTH)
     assert response.status_code == 404
