@@ -26,6 +26,7 @@ import io
 import os
 import pstats
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,7 @@ GOAL = 0.3
 API_KEY = "bench-ingest-key"
 # --worker: a Redis database of its own (flushed), and the worker's secret key.
 DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
-WORKER_SECRET = "bench-ingest-worker-secret-key"
+WORKER_SECRET = secrets.token_urlsafe(32)  # workers refuse weak keys
 WORKER_LOG = Path(tempfile.gettempdir()) / "nurture-bench-ingest-worker.log"
 SITE = "https://www.ledgerline.example"
 # (type, weight, url paths, content stage): what a B2B site sends, most of it page views.

@@ -37,6 +37,7 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -55,7 +56,8 @@ sys.path.insert(0, str(ROOT))
 
 GOAL = 0.5
 HOST = "127.0.0.1"
-SECRET = "bench-secret-key"
+# The app refuses weak keys (nurture/settings.py): a fresh strong one each run.
+SECRET = secrets.token_urlsafe(32)
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Safari/605.1.15"
 WARMUP_SECONDS = 2.0
 DEFAULT_BROKER = "redis://127.0.0.1:6379/14"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +40,9 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str = ""
     # Signs tracking and unsubscribe tokens. Change it in production.
     secret_key: str = "change-me-in-production"  # refused outside loopback: see below
+    # Keys tokens were signed with before (comma-separated): after a rotation, links in mail
+    # already delivered keep working. New tokens are always signed with ``secret_key``.
+    old_secret_keys: str = ""
 
     # Leads without their own time zone / locale get these.
     default_timezone: str = "UTC"
@@ -62,8 +69,9 @@ class Settings(BaseSettings):
     # Retries of a temporary (4xx) SMTP failure before the message is marked failed.
     send_max_retries: int = 5
 
-    # The funnel (lifecycle.yaml): hand-off webhooks are signed with this secret
-    # (X-Nurture-Signature: sha256=HMAC of "<timestamp>.<body>"). Empty: sent unsigned.
+    # The funnel (lifecycle.yaml): hand-off webhooks are signed with this secret, unless a
+    # target names its own (secret_env). X-Nurture-Signature: v1=HMAC-SHA256 of timestamp,
+    # delivery id, event and body (nurture/lifecycle/signing.py). Empty: never sent.
     webhook_secret: str = ""
     # Hand-off targets besides those in lifecycle.yaml (comma-separated URLs).
     handoff_webhook_urls: str = ""
@@ -118,6 +126,12 @@ class Settings(BaseSettings):
     bot_proxy_networks: str = "17.0.0.0/8"
 
     @property
+    def token_keys(self) -> tuple[str, ...]:
+        """The keys a token is verified with: the current one first, then the old ones."""
+        old = [key.strip() for key in self.old_secret_keys.split(",") if key.strip()]
+        return (self.secret_key, *dict.fromkeys(key for key in old if key != self.secret_key))
+
+    @property
     def api_key_list(self) -> list[str]:
         """The configured API keys (empty entries dropped)."""
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
@@ -155,23 +169,107 @@ class Settings(BaseSettings):
 
 
 DEFAULT_SECRET_KEY = "change-me-in-production"
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# A key shorter than this is refused; ``secrets.token_urlsafe(32)`` gives 43 characters.
+MIN_SECRET_KEY_LENGTH = 32
+# The least entropy a key must show, estimated from the key itself (:func:`estimated_bits`):
+# token_urlsafe(32) keys score 180 to 240; a word or a run repeated, or
+# ``secrets.token_hex(16)`` (32 hex digits), score under 128.
+MIN_SECRET_KEY_BITS = 128
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_LOOPBACK_NAMES = ("localhost",)
 
 
 class InsecureSettings(ValueError):
     """A setting that is fine on a laptop but would be dangerous in production."""
 
 
-def require_secret_key(settings: Settings, process: str) -> None:
-    """Refuse to serve signed links with the default key outside a loopback-only setup:
-    with it, anyone could forge unsubscribe, open and click tokens."""
-    weak = settings.secret_key == DEFAULT_SECRET_KEY or len(settings.secret_key) < 16
-    exposed = bool(settings.broker_url) or settings.web_host not in _LOOPBACK_HOSTS
-    if weak and exposed:
+def estimated_bits(key: str) -> float:
+    """An estimate of the entropy of ``key``: the Shannon entropy of its characters'
+    frequencies, per character, times the characters that are not a repeat (its distinct
+    3-character pieces, plus 2), so ``0123456789`` four times counts once."""
+    if not key:
+        return 0.0
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    novel = min(len(key), 2 + len({key[i : i + 3] for i in range(len(key) - 2)}))
+    return per_char * novel
+
+
+def key_weakness(key: str) -> str | None:
+    """Why ``key`` is too weak to sign links with, or None. Whitespace around it does not
+    count, and the default is recognised in any case and inside a longer key."""
+    text = key.strip()
+    if DEFAULT_SECRET_KEY in text.lower():
+        return "is (or contains) the default"
+    if len(text) < MIN_SECRET_KEY_LENGTH:
+        return f"is shorter than {MIN_SECRET_KEY_LENGTH} characters"
+    bits = estimated_bits(text)
+    if bits < MIN_SECRET_KEY_BITS:
+        return f"is too predictable (about {bits:.0f} bits; at least {MIN_SECRET_KEY_BITS})"
+    return None
+
+
+def weak_keys(settings: Settings) -> list[str]:
+    """What is wrong with the configured keys: the current one and every old one (a token
+    an old key signs is as good as one the current key signs)."""
+    found = []
+    why = key_weakness(settings.secret_key)
+    if why:
+        found.append(f"NURTURE_SECRET_KEY {why}")
+    for number, key in enumerate(settings.token_keys[1:], start=1):
+        why = key_weakness(key)
+        if why:
+            found.append(f"NURTURE_OLD_SECRET_KEYS entry {number} {why}")
+    return found
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    name = host.strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_only(settings: Settings, web_host: str | None = None) -> bool:
+    """Nothing signed can be used from another machine: no broker, the web app on
+    loopback (``web_host``, else NURTURE_WEB_HOST) and links pointing at loopback."""
+    link_host = urlsplit(settings.base_url).hostname or ""
+    host = settings.web_host if web_host is None else web_host
+    return not settings.broker_url and is_loopback(host) and is_loopback(link_host)
+
+
+def require_secret_key(settings: Settings, process: str, web_host: str | None = None) -> None:
+    """Refuse weak keys unless the whole setup is on this machine (:func:`loopback_only`):
+    the embedded default of ``nurture run``, ``nurture web`` and ``nurture tick`` on a
+    laptop. With a weak key, anyone who reaches the web app can forge unsubscribe, open and
+    click tokens."""
+    if not loopback_only(settings, web_host):
+        _refuse_weak(settings, process, LOOPBACK_RULE)
+
+
+def require_strong_secret_key(settings: Settings, process: str) -> None:
+    """Refuse weak keys whatever the setup: for processes that cannot tell who reaches them
+    (the ``uvicorn --factory`` app, Celery workers)."""
+    _refuse_weak(settings, process, STRICT_RULE)
+
+
+# Where a weak key is allowed, as the refusal explains it.
+LOOPBACK_RULE = (
+    "a weak key is allowed only when everything runs on this machine: no broker, the web "
+    "app on 127.0.0.1 and NURTURE_BASE_URL on 127.0.0.1"
+)
+STRICT_RULE = "this process cannot tell who reaches it, so it never takes a weak key"
+
+
+def _refuse_weak(settings: Settings, process: str, rule: str) -> None:
+    problems = weak_keys(settings)
+    if problems:
         raise InsecureSettings(
-            f"{process}: NURTURE_SECRET_KEY is the default or shorter than 16 characters; "
-            "set a long random value, e.g. "
-            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            f"{process}: {'; '.join(problems)}; {rule}. Make a key with: {MAKE_A_KEY}"
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from celery import signals
 from sqlalchemy.exc import OperationalError
 
 from nurture.bootstrap import build_runtime
@@ -20,7 +21,11 @@ from nurture.jobs.tick import dispatch_due
 from nurture.queues import ADVANCE_TASK, EVENTS_TASK, HANDOFFS_TASK, TICK_TASK, create_celery
 from nurture.runtime import Runtime
 from nurture.sequences.claims import Claim
-from nurture.settings import load_settings, require_secret_key
+from nurture.settings import (
+    InsecureSettings,
+    load_settings,
+    require_strong_secret_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +38,24 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         settings = load_settings()
-        require_secret_key(settings, "celery worker")
+        # A worker has a broker: what it signs is served by some web process elsewhere.
+        require_strong_secret_key(settings, "celery worker")
         rt = build_runtime(settings)
         rt.load_program(datetime.now(UTC))
         _runtime = rt
     return _runtime
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def refuse_weak_key(**_: object) -> None:
+    """A worker or beat with a weak NURTURE_SECRET_KEY does not start (rather than fail
+    each task). Celery only logs what a signal handler raises, so this exits."""
+    try:
+        require_strong_secret_key(load_settings(), "celery worker or beat")
+    except InsecureSettings as exc:
+        log.critical("refusing to start: %s", exc)
+        raise SystemExit(2) from None
 
 
 app = create_celery(load_settings())

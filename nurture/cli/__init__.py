@@ -6,13 +6,13 @@ import sys
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from nurture.cli import authoring, db, engine, leads, report, sales, scoring, web
+from nurture.cli.output import SafeConsole
 from nurture.settings import InsecureSettings
 
-_console = Console(stderr=True, soft_wrap=True)
+_console = SafeConsole(stderr=True, soft_wrap=True)
 app = typer.Typer(
     name="nurture",
     help="Lead-nurture automation: drip sequences as code.",

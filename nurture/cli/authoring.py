@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from nurture.authoring.problems import Problem, display_path
@@ -21,6 +19,7 @@ from nurture.authoring.templates import (
     sample_lead,
 )
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
+from nurture.cli.output import SafeConsole, echo, echo_json
 from nurture.delivery.compose import PendingSend, compose_email
 from nurture.delivery.mime import OutgoingEmail, build_message, serialize
 from nurture.leads.schema import LeadIn, field_errors, match_persona
@@ -31,7 +30,7 @@ from nurture.sequences.spec import SequenceSpec, Step
 from nurture.settings import Settings, load_settings
 from nurture.tracking.links import TrackedLink
 
-console = Console()
+console = SafeConsole()
 
 PathsArg = Annotated[
     list[Path] | None,
@@ -59,11 +58,11 @@ def validate(
     )
     problems = [p.relative_to(Path.cwd()) for p in report.problems]
     if as_json:
-        typer.echo(json.dumps(_json_report(report, problems), ensure_ascii=False, indent=2))
+        echo_json(_json_report(report, problems), ensure_ascii=False, indent=2)
     else:
         for problem in problems:
-            typer.echo(str(problem))
-        typer.echo(_summary(report))
+            echo(str(problem))
+        echo(_summary(report))
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -115,7 +114,7 @@ def preview(
     folder = out / spec.key / f"{email_step.id}{suffix}"
     written = _write(folder, composed)
     _show(composed, written, lead_data)
-    typer.echo(f"preview written to {display_path(folder.resolve())}")
+    echo(f"preview written to {display_path(folder.resolve())}")
 
 
 def _settings() -> Settings:
@@ -124,12 +123,12 @@ def _settings() -> Settings:
     except ValidationError as exc:  # a bad NURTURE_* variable: say which, no traceback
         for error in exc.errors(include_url=False):
             name = "NURTURE_" + "_".join(str(p) for p in error["loc"]).upper()
-            typer.echo(f"{name}: {error['msg']}", err=True)
+            echo(f"{name}: {error['msg']}", err=True)
         raise typer.Exit(2) from exc
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(message, err=True)
+    echo(message, err=True)
     raise typer.Exit(1)
 
 
@@ -139,7 +138,7 @@ def _find_sequence(folder: Path, key: str) -> SourcedSequence:
     if found is not None:
         return found
     for problem in problems:
-        typer.echo(str(problem.relative_to(Path.cwd())), err=True)
+        echo(str(problem.relative_to(Path.cwd())), err=True)
     known = ", ".join(sorted(s.loaded.spec.key for s in sources)) or "none"
     _fail(f"no sequence '{key}' in {folder} (sequences: {known})")
 
@@ -319,4 +318,4 @@ def _show(preview: PreviewEmail, files: dict[str, Path], lead: dict[str, Any]) -
     console.print(f"lead: {lead.get('email')} ({who})", markup=False, highlight=False)
     # Where each tracked link goes, UTM tags included; unwrapped, so a URL can be copied.
     for link in preview.links:
-        typer.echo(f"link {link.position}: {link.url}")
+        echo(f"link {link.position}: {link.url}")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
+from nurture.cli.output import SafeConsole
 from nurture.db import migrate
 from nurture.settings import load_settings
 
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
-console = Console()
+console = SafeConsole()
 
 
 @app.command()

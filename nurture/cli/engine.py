@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import signal
@@ -13,12 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
 from nurture.bootstrap import build_runtime
-from nurture.cli.output import show_time, table_console
+from nurture.cli.output import SafeConsole, echo_json, show_time, table_console
 from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
 from nurture.db.models import Message
@@ -34,7 +32,7 @@ from nurture.runtime import Runtime
 from nurture.sequences.batch import BatchReport
 from nurture.settings import load_settings, require_secret_key
 
-console = Console()
+console = SafeConsole()
 log = logging.getLogger("nurture")
 
 # The demo starts on a fixed Monday so its output is the same on every machine.
@@ -42,8 +40,13 @@ DEMO_START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 SAMPLE_LEADS = Path("data/sample_leads.csv")
 
 
-def _runtime_or_exit(now: datetime, **overrides: object) -> Runtime:
-    rt = build_runtime(load_settings(**overrides))
+def _runtime_or_exit(now: datetime, process: str | None = None, **overrides: object) -> Runtime:
+    """The runtime with its sequences loaded; ``process``: the command signs links, so its
+    key is checked first (weak only when everything is on this machine)."""
+    settings = load_settings(**overrides)
+    if process is not None:
+        require_secret_key(settings, process)
+    rt = build_runtime(settings)
     try:
         rt.load_program(now)
     except AuthoringError as exc:
@@ -140,7 +143,7 @@ def tick(
 ) -> None:
     """One scheduler pass in-process: for cron users and debugging."""
     at = _parse_now(now)
-    rt = _runtime_or_exit(at)
+    rt = _runtime_or_exit(at, "nurture tick")
     report = run_tick(rt, at)
     console.print(
         f"tick at {at.isoformat()}: {report.total_sent} sent, "
@@ -173,9 +176,8 @@ def run(
 ) -> None:
     """The engine on one machine without Redis, with the web app in a thread, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    rt = _runtime_or_exit(datetime.now(UTC))
-    if web:
-        require_secret_key(rt.settings, "nurture run")
+    # Sending signs links whether or not this process serves them.
+    rt = _runtime_or_exit(datetime.now(UTC), "nurture run")
     server = serve_in_thread(rt) if web else None
     interval = tick_seconds or rt.settings.tick_seconds
     stopping = False
@@ -231,7 +233,7 @@ def outbox(
     rt.close()
     if as_json:
         rows = [_message_json(m) for m in found]
-        typer.echo(json.dumps({"messages": rows}, indent=2, ensure_ascii=False))
+        echo_json({"messages": rows}, indent=2, ensure_ascii=False)
         return
     table = Table(title=f"Messages{f' ({status})' if status else ''}")
     for col in ("id", "to", "sequence", "step", "status", "tries", "created", "sent", "error"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,7 +26,15 @@ from sqlalchemy.orm import Session
 
 from nurture.bootstrap import build_runtime
 from nurture.cli.common import database_problem
-from nurture.cli.output import count_table, print_errors, show_time, table_console
+from nurture.cli.output import (
+    SafeConsole,
+    count_table,
+    echo_json,
+    escape,
+    print_errors,
+    show_time,
+    table_console,
+)
 from nurture.db.models import Enrollment, Lead
 from nurture.db.session import make_engine, make_session_factory
 from nurture.leads.csv_file import check_file
@@ -70,20 +76,20 @@ def import_command(
 ) -> None:
     """Import (upsert by email) and enroll the leads of a CSV file; bad rows are skipped."""
     settings = load_settings()
-    console, err_console = Console(), Console(stderr=True)
+    console, err_console = SafeConsole(), SafeConsole(stderr=True)
     try:
         report = _run_import(
             settings, file, sequences or settings.sequences_dir, None if as_json else err_console
         )
     except Fatal as exc:
         if as_json:
-            typer.echo(json.dumps({"error": str(exc)}, indent=2))
+            echo_json({"error": str(exc)}, indent=2)
         else:
             err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if as_json:
         # Plain output: a console would wrap long lines and break the JSON.
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        echo_json(report.to_json(), indent=2, ensure_ascii=False)
     else:
         _print_report(report, console)
     if report.database_errors and report.imported == 0:
@@ -216,7 +222,7 @@ def list_command(
     try:
         engine = _engine(settings)
     except Fatal as exc:
-        Console(stderr=True).print(
+        SafeConsole(stderr=True).print(
             f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(1) from None
@@ -227,7 +233,7 @@ def list_command(
         engine.dispose()
     if as_json:
         listed = [_lead_json(lead, enrollment) for lead, enrollment in rows]
-        typer.echo(json.dumps({"total": total, "leads": listed}, indent=2, ensure_ascii=False))
+        echo_json({"total": total, "leads": listed}, indent=2, ensure_ascii=False)
         return
     table = Table(title=f"Leads ({len(rows)} of {total})")
     for column in ("email", "persona", "stage", "lifecycle", "sequence", "step", "next run"):

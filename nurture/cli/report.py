@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from nurture.cli.output import show_time, table_console
+from nurture.cli.output import echo_json, show_time, table_console
 from nurture.cli.sales import database
 from nurture.funnel.sla import SlaReport, sla_report
 from nurture.settings import load_settings
@@ -34,7 +33,7 @@ def sla(
     with database(settings) as sessions, sessions() as session:
         report = sla_report(session, now, status, limit)
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        echo_json(report.to_json(), indent=2, ensure_ascii=False)
     else:
         _print(report)
 

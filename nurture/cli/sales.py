@@ -3,7 +3,6 @@ opportunity/customer as a CRM would set them), and ``status``: where a lead stan
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,15 +10,13 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.bootstrap import build_runtime
-from nurture.cli.output import show_time
+from nurture.cli.output import SafeConsole, echo_json, escape, show_time
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.funnel.decisions import Bant, SalesDecision
@@ -33,8 +30,8 @@ from nurture.runtime import Runtime
 from nurture.settings import Settings, load_settings
 
 app = typer.Typer(help="Sales decisions on leads, and where a lead stands.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = SafeConsole()
+err = SafeConsole(stderr=True)
 
 EmailArg = Annotated[str, typer.Argument(help="The lead's email address (any case).")]
 NoteOpt = Annotated[str, typer.Option("--note", help="Free text for the stage history.")]
@@ -181,7 +178,7 @@ def status(
     with runtime(settings) as rt, rt.sessions() as session:
         found = lead_status(session, find_lead(session, email), now, _funnel(rt))
     if as_json:
-        typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        echo_json(found, indent=2, ensure_ascii=False)
         return
     _print_status(found)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -10,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
 from nurture.cli.common import database_problem
+from nurture.cli.output import SafeConsole, echo_json, escape
 from nurture.db.session import make_engine, make_session_factory
 from nurture.leads.schema import canonical_timezone
 from nurture.leads.view import DEFAULT_LIMIT, LeadView, find_lead_id, lead_view
@@ -52,17 +51,17 @@ def show(
         rules = _rules(sequences or settings.sequences_dir)
         view = _load(settings, email, when, limit, rules)
     except Fatal as exc:
-        Console(stderr=True).print(
+        SafeConsole(stderr=True).print(
             f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps(view.to_json(), ensure_ascii=False, indent=2, default=str))
+        echo_json(view.to_json(), ensure_ascii=False, indent=2, default=str)
         return
     zone = ZoneInfo(
         canonical_timezone(view.fields["timezone"] or settings.default_timezone) or "UTC"
     )
-    print_view(Console(), view, zone)
+    print_view(SafeConsole(), view, zone)
 
 
 def _parse_at(text: str | None, default_timezone: str) -> datetime:

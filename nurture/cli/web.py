@@ -3,22 +3,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nurture.bootstrap import build_runtime
 from nurture.cli.common import database_problem
-from nurture.cli.output import count_table, print_errors
+from nurture.cli.output import SafeConsole, count_table, echo_json, escape, print_errors
 from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.jobs.events import process_unscored, submit
@@ -34,7 +32,12 @@ from nurture.program.loading import AuthoringError
 from nurture.program.program import Program
 from nurture.runtime import Runtime
 from nurture.scoring.loading import ScoringError
-from nurture.settings import Settings, load_settings, require_secret_key
+from nurture.settings import (
+    Settings,
+    load_settings,
+    require_secret_key,
+    require_strong_secret_key,
+)
 
 log = logging.getLogger("nurture")
 events_app = typer.Typer(help="Site behavior events: bulk import, scoring catch-up.")
@@ -43,7 +46,7 @@ REQUIRED_TABLES = ("leads", "messages", "events", "links", "suppressions", "scor
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
+    SafeConsole(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -76,15 +79,26 @@ def web(
     ] = None,
 ) -> None:
     """The web process: tracking links, unsubscribe, the JSON API and /healthz."""
+    from nurture.web.app import create_app
+
     settings = load_settings()
-    require_secret_key(settings.model_copy(update={"web_host": host or settings.web_host}), "web")
-    _checked_runtime(settings).close()
+    bind, processes = host or settings.web_host, workers or settings.web_workers
+    if processes > 1:
+        # Each worker process builds the app with the factory, which cannot see the host.
+        require_strong_secret_key(settings, f"web --workers {processes}")
+    else:
+        require_secret_key(settings, "web", web_host=bind)
+    rt = _checked_runtime(settings)
+    app: Any = create_app(rt, owns_runtime=True)
+    if processes > 1:
+        rt.close()
+        app = "nurture.web.app:app_from_env"
     uvicorn.run(
-        "nurture.web.app:app_from_env",
-        factory=True,
-        host=host or settings.web_host,
+        app,
+        factory=processes > 1,
+        host=bind,
         port=settings.web_port if port is None else port,
-        workers=workers or settings.web_workers,
+        workers=processes,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
@@ -147,15 +161,15 @@ def import_command(
         _abort(str(exc), as_json)
     rt = _checked_runtime(settings)
     try:
-        report = _run_import(rt, file, policy, None if as_json else Console(stderr=True))
+        report = _run_import(rt, file, policy, None if as_json else SafeConsole(stderr=True))
     except ImportAborted as exc:
         _abort(str(exc), as_json)
     finally:
         rt.close()
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        echo_json(report.to_json(), indent=2, ensure_ascii=False)
     else:
-        _print_report(report, Console())
+        _print_report(report, SafeConsole())
     if report.rows and report.created + report.duplicates == 0:
         raise typer.Exit(1)
     # A duplicate is already stored: a re-run of the same file is not a failure.
@@ -173,7 +187,7 @@ def _policy(value: str) -> UnknownEmailPolicy:
 
 def _abort(message: str, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"error": message}, indent=2))
+        echo_json({"error": message}, indent=2)
         raise typer.Exit(1)
     raise _fail(message)
 
@@ -244,7 +258,7 @@ def process_command() -> None:
         done = process_unscored(rt, now)
     finally:
         rt.close()
-    Console().print(f"processed {done} events")
+    SafeConsole().print(f"processed {done} events")
 
 
 def erase_command(
@@ -260,7 +274,7 @@ def erase_command(
             erased = lead is None and is_erased_address(session, email)
         if lead is None:
             if erased:
-                Console().print(f"{escape(email)} was already erased")
+                SafeConsole().print(f"{escape(email)} was already erased")
                 return
             raise _fail(f"no lead has the email {email}")
         if not yes and not typer.confirm(f"Erase the personal data of {email}?"):
@@ -273,9 +287,9 @@ def erase_command(
     finally:
         rt.close()
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        echo_json(report.to_json(), indent=2)
         return
-    Console().print(
+    SafeConsole().print(
         f"erased lead {report.lead_id}: {report.messages} messages and {report.events} events "
         f"kept without personal data; {report.enrollments_exited} enrollments ended; "
         "the address is suppressed by its hash"

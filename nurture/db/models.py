@@ -70,7 +70,7 @@ class Lead(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Set when the lead's personal data was erased (right to be forgotten).
     erased_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    # The funnel (see nurture.lifecycle): which pass through it this is (1 + recycles),
+    # The funnel (see nurture.funnel): which pass through it this is (1 + recycles),
     # since when the lead is at its lifecycle stage, the cool-down of a recycled lead and
     # why sales rejected it, and the salesperson who owns it.
     cycle: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,6 +276,39 @@ def _urls(text: str) -> list[str]:
     return [url.strip() for url in text.split(",") if url.strip()]
 
 
+@dataclass(frozen=True)
+class TargetSecret:
+    """A webhook target's own signing secret: the variable lifecycle.yaml names, and its
+    value in this process's environment ("" when it is not set)."""
+
+    variable: str
+    value: str
+
+
+def target_secrets(spec: HandoffSpec | None, environ: Mapping[str, str]) -> dict[str, TargetSecret]:
+    """The own secret of each webhook target of lifecycle.yaml that names one, by URL
+    (read when the webhooks are sent, so a changed secret needs no re-queueing)."""
+    targets = spec.webhooks if spec else []
+    return {
+        t.url: TargetSecret(t.secret_env, environ.get(t.secret_env, ""))
+        for t in targets
+        if t.secret_env
+    }
+
+
+def _secret_for(
+    url: str, settings: Settings, secrets: Mapping[str, TargetSecret]
+) -> tuple[str, str]:
+    """(secret, "") for a webhook to ``url``, or ("", why it must not be sent)."""
+    own = secrets.get(url)
+    if own is None:
+        return (settings.webhook_secret, "") if settings.webhook_secret else ("", NO_SECRET)
+    if not own.value:
+        # Never NURTURE_WEBHOOK_SECRET instead: the receiver verifies with its own.
+        return "", f"{own.variable} (this target's secret_env) is not set: not sent unsigned"
+    return own.value, ""
+
+
 def queue_notification(
     session: Session,
     *,
@@ -389,11 +422,13 @@ def deliver_due(
     limit: int = DELIVERIES_PER_PASS,
     budget_seconds: float = PASS_SECONDS,
     clock: Clock | None = None,
+    secrets: Mapping[str, TargetSecret] | None = None,
 ) -> DeliveryReport:
     """Claim due deliveries, POST them (outside any transaction), record every attempt.
     At most ``limit`` per pass, and none started after ``budget_seconds``: the rest are
     released for the next pass. Each POST is signed at ``clock()`` when it is sent (by
-    default ``now`` plus the time the pass has taken)."""
+    default ``now`` plus the time the pass has taken), with its target's own secret
+    (``secrets``, by URL) or NURTURE_WEBHOOK_SECRET."""
     report = DeliveryReport()
     started = time.monotonic()
     clock = clock or (lambda: now + timedelta(seconds=time.monotonic() - started))
@@ -403,7 +438,10 @@ def deliver_due(
         if time.monotonic() - started > budget_seconds:
             _release(sessions, token, [c.id for c in claimed[index:]], now)
             break
-        _deliver_one(sessions, settings, item, token, sender, clock, max_attempts, now, report)
+        signer = _secret_for(item.url, settings, secrets or {})
+        _deliver_one(
+            sessions, settings, item, token, sender, clock, max_attempts, now, report, signer
+        )
     return report
 
 
@@ -417,18 +455,23 @@ def _deliver_one(
     max_attempts: int,
     now: datetime,
     report: DeliveryReport,
+    signer: tuple[str, str],
 ) -> None:
     body = json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")).encode()
-    if item.kind == "webhook" and not settings.webhook_secret:
-        code, error, elapsed = None, NO_SECRET, 0  # refused here: nothing is sent
-        log.error("webhook %s to %s not sent: %s", item.id, item.url, NO_SECRET)
+    secret, refusal = signer
+    if item.kind == "webhook" and refusal:
+        code, error, elapsed = None, refusal, 0  # refused here: nothing is sent
+        log.error("webhook %s to %s not sent: %s", item.id, item.url, refusal)
     else:
-        headers = _headers(settings, item, body, clock())
+        # Slack targets are signed with NURTURE_WEBHOOK_SECRET when there is one (harmless).
+        key = secret if item.kind == "webhook" else settings.webhook_secret
+        headers = _headers(item, body, clock(), key)
         sent_at = time.monotonic()
         code, error = sender(item.url, body, headers, settings.webhook_timeout)
         elapsed = int((time.monotonic() - sent_at) * 1000)
     with transaction(sessions) as session:
-        final = max_attempts if error == NO_SECRET else item.attempt  # no retry can help
+        refused = item.kind == "webhook" and bool(refusal)
+        final = max_attempts if refused else item.attempt  # no retry can help
         _record(session, item, token, code, error, elapsed, max_attempts, now, report, final)
 
 
@@ -447,15 +490,16 @@ def _release(sessions: sessionmaker[Session], token: str, ids: list[int], now: d
         )
 
 
-def _headers(settings: Settings, item: _Claimed, body: bytes, at: datetime) -> dict[str, str]:
+def _headers(item: _Claimed, body: bytes, at: datetime, secret: str) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         EVENT_HEADER: item.event,
         DELIVERY_HEADER: str(item.id),
     }
-    if settings.webhook_secret:
-        headers.update(signed_headers(settings.webhook_secret, body, at))
+    if secret:
+        # The delivery id and event are signed too: receivers dedupe and route by them.
+        headers.update(signed_headers(secret, body, at, delivery=str(item.id), event=item.event))
     return headers
 
 

@@ -28,6 +28,7 @@ SEQUENCE_STAGES = ("mql", "sal", "sql", "opportunity", "customer")
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_\-]*$", max_length=64)]
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class MqlRule(Strict):
@@ -167,11 +168,37 @@ class Target(Strict):
         return value
 
 
+class WebhookTarget(Target):
+    """A JSON webhook URL, and the environment variable that holds its own signing secret
+    (none: NURTURE_WEBHOOK_SECRET). The secret itself is never written in the YAML."""
+
+    secret_env: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret(cls, data: object) -> object:
+        if isinstance(data, dict) and "secret" in data:
+            raise ValueError(
+                "a secret is never written in lifecycle.yaml: put it in an environment "
+                "variable and name that variable with secret_env"
+            )
+        return data
+
+    @field_validator("secret_env")
+    @classmethod
+    def _variable(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(
+                f"secret_env names an environment variable, e.g. CRM_WEBHOOK_SECRET; got {value!r}"
+            )
+        return value
+
+
 class Handoff(Strict):
     """Who hears about a hand-off, and what it carries."""
 
-    # Signed JSON webhooks (secret: NURTURE_WEBHOOK_SECRET).
-    webhooks: list[Target] = Field(default_factory=list)
+    # Signed JSON webhooks (secret: the target's secret_env, else NURTURE_WEBHOOK_SECRET).
+    webhooks: list[WebhookTarget] = Field(default_factory=list)
     # Slack-compatible incoming webhooks ({"text": ..., "blocks": [...]}).
     slack: list[Target] = Field(default_factory=list)
     # Owner of leads that have none (a team inbox or a queue name).

@@ -4,6 +4,7 @@ notifications."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -70,8 +71,13 @@ def deliver_notifications(rt: Runtime, now: datetime) -> FunnelReport:
 
 
 def _deliver(rt: Runtime, now: datetime, funnel: Funnel, report: FunnelReport) -> None:
-    attempts = funnel.spec.handoff.max_attempts if funnel.spec else 8
-    sent = handoffs.deliver_due(rt.sessions, rt.settings, now, max_attempts=attempts)
+    spec = funnel.spec.handoff if funnel.spec else None
+    attempts = spec.max_attempts if spec else 8
+    # Targets' own secrets: the variables lifecycle.yaml names, read from this process.
+    secrets = handoffs.target_secrets(spec, os.environ)
+    sent = handoffs.deliver_due(
+        rt.sessions, rt.settings, now, max_attempts=attempts, secrets=secrets
+    )
     report.delivered, report.retried, report.failed = sent.delivered, sent.retried, sent.failed
     report.errors += sent.errors
 

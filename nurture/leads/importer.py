@@ -31,7 +31,14 @@ from nurture.funnel.machine import Reason, ReasonKind
 from nurture.funnel.stages import change_stage, record_entries, refusal_of
 from nurture.leads.csv_file import Column, open_csv, read_header, row_data
 from nurture.leads.rows import ImportAborted, RowError
-from nurture.leads.schema import LeadIn, canonical_timezone, field_errors, lead_context
+from nurture.leads.schema import (
+    ATTRIBUTES_FIELD,
+    LeadIn,
+    canonical_timezone,
+    field_errors,
+    lead_context,
+    merged_attributes,
+)
 from nurture.scoring.ledger import refresh_fit
 from nurture.scoring.loading import ScoringError
 from nurture.sequences.enrollment import enroll_many
@@ -254,6 +261,9 @@ def _upsert(
     touched: dict[str, None] = {}  # emails with a row applied, in file order
     for row in batch:
         key = row.lead.email.lower()
+        stored = existing[key].attributes if key in existing else new.get(key, {}).get("attributes")
+        if not _attributes_fit(row, stored, result):
+            continue
         if key in existing and not _stage_allowed(row, key, stages, result, now):
             continue  # nothing of the row is applied
         touched[key] = None
@@ -274,6 +284,21 @@ def _upsert(
         existing.update((lead.email.lower(), lead) for lead in session.scalars(inserted))
         result.new.update(new)
     return {key: existing[key] for key in touched}
+
+
+def _attributes_fit(row: _Row, stored: dict[str, Any] | None, result: _BatchResult) -> bool:
+    """Whether the row's attributes, merged with those the lead has, stay within the
+    limits; a row that would grow the lead past them is reported and skipped."""
+    given = row.lead.provided().get(ATTRIBUTES_FIELD)
+    if not given or not stored:
+        return True  # a row's own attributes were checked when it was read
+    try:
+        merged_attributes(stored, given)
+    except ValueError as exc:
+        result.skipped += 1
+        result.errors.append(RowError(row.number, ATTRIBUTES_FIELD, f"{exc}; row skipped"))
+        return False
+    return True
 
 
 def _stage_allowed(

@@ -6,14 +6,24 @@ Known personas come from the sequences, so they are passed in the validation con
 
 from __future__ import annotations
 
+import json
+import math
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from nurture.core.stages import JourneyStage, LifecycleStage
 
@@ -36,6 +46,34 @@ COUNTRY_ALIASES = {"UK": "GB"}
 _LOCALE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|\d{3}))?$")
 _SURROGATES = re.compile(r"[\udc80-\udcff]")
 MAX_ATTRIBUTE_KEY = 100
+# A lead's attributes, at most: this many (a CRM sends a few dozen), this much JSON (as an
+# event's properties), values nested this deep ({"crm": {"owner": "x"}} is 1 level).
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTES_BYTES = 16_000
+MAX_ATTRIBUTE_DEPTH = 4
+ATTRIBUTES_FIELD = "attributes"
+
+
+def check_json_value(value: Any, depth: int = 0) -> Any:
+    """An attribute's value, unchanged, if the database can store it as JSON: no NUL or
+    non-UTF-8 text in any string or key, no NaN or Infinity, at most MAX_ATTRIBUTE_DEPTH
+    levels of objects and lists."""
+    if isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity are not JSON")
+    elif isinstance(value, (dict, list)):
+        if depth >= MAX_ATTRIBUTE_DEPTH:
+            raise ValueError(f"is nested more than {MAX_ATTRIBUTE_DEPTH} levels deep")
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            if isinstance(key, str):
+                check_text(key)
+            check_json_value(item, depth + 1)
+    return value
+
+
+# Each value is checked where it is, so a problem is reported as attributes.<name>.
+AttributeValue = Annotated[Any, AfterValidator(check_json_value)]
 
 
 class LeadIn(BaseModel):
@@ -60,7 +98,7 @@ class LeadIn(BaseModel):
     persona: str = Field(default="", max_length=64)
     journey_stage: JourneyStage = JourneyStage.awareness
     lifecycle_stage: LifecycleStage = LifecycleStage.lead
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -119,6 +157,15 @@ class LeadIn(BaseModel):
     @classmethod
     def _stage(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attribute_limits(cls, value: Any) -> Any:
+        # Before the values are validated one by one: 20,000 of them are refused at once.
+        if isinstance(value, Mapping):
+            check_attribute_names(value)
+            check_attribute_limits(value)
+        return value
 
     @field_validator("attributes")
     @classmethod
@@ -225,17 +272,42 @@ def match_persona(value: str, known: Collection[str]) -> str:
 
 
 def clean_attributes(value: dict[str, Any]) -> dict[str, Any]:
-    """Attribute names stripped and non-empty; text values checked like any other field."""
-    cleaned: dict[str, Any] = {}
-    for key, item in value.items():
+    """Attribute names stripped (their values were checked one by one already)."""
+    return {str(key).strip(): item for key, item in value.items()}
+
+
+def check_attribute_names(attributes: Mapping[Any, Any]) -> None:
+    """Refuse an attribute name that is empty, longer than MAX_ATTRIBUTE_KEY or not text
+    the database can store (the message quotes it)."""
+    for key in attributes:
         name = str(key).strip()
         if not name or len(name) > MAX_ATTRIBUTE_KEY:
             raise ValueError(f"attribute name {key!r} must be 1 to {MAX_ATTRIBUTE_KEY} characters")
-        check_text(name)
-        if isinstance(item, str):
-            check_text(item)
-        cleaned[name] = item
-    return cleaned
+        try:
+            check_text(name)
+        except ValueError as exc:
+            raise ValueError(f"attribute name {key!r} {exc}") from None
+
+
+def check_attribute_limits(attributes: Mapping[Any, Any], which: str = "") -> None:
+    """Refuse more than MAX_ATTRIBUTES attributes or MAX_ATTRIBUTES_BYTES of JSON
+    (``which`` says whose, in the message)."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValueError(f"{which}{len(attributes)} attributes; at most {MAX_ATTRIBUTES}")
+    try:
+        size = len(json.dumps(attributes, ensure_ascii=False, default=str).encode("utf-8"))
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("are not JSON data") from None
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"{which}{size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES}")
+
+
+def merged_attributes(stored: Mapping[str, Any] | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored attributes updated with ``given``, as an update stores them; ValueError
+    if the lead would end up past the limits (so updates cannot grow it without end)."""
+    merged = {**(stored or {}), **given}
+    check_attribute_limits(merged, "with the attributes it has, ")
+    return merged
 
 
 @lru_cache(maxsize=1)

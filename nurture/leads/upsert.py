@@ -21,7 +21,7 @@ from nurture.funnel.funnel import Funnel
 from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import Reason, ReasonKind
 from nurture.funnel.stages import change_stage, record_entries, refusal_of
-from nurture.leads.schema import LeadIn
+from nurture.leads.schema import ATTRIBUTES_FIELD, LeadIn, merged_attributes
 from nurture.scoring.ledger import refresh_fit
 from nurture.sequences.enrollment import enroll_many
 
@@ -29,13 +29,20 @@ ACTOR = "api"
 STAGE_FIELD = "lifecycle_stage"
 
 
-class StageRefused(ValueError):
+class UpsertRefused(ValueError):
+    """The upsert cannot be applied as asked (nothing changed); ``field`` names why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class StageRefused(UpsertRefused):
     """The upsert asks for a lifecycle stage the lead cannot move to (nothing changed)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.field = STAGE_FIELD
-        self.message = message
+        super().__init__(STAGE_FIELD, message)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,8 @@ class UpsertResult:
 
 def upsert_lead(session: Session, given: LeadIn, now: datetime, funnel: Funnel) -> UpsertResult:
     """Create or update the lead with ``given.email`` in the caller's transaction; raise
-    StageRefused (nothing changed) when the stage asked for is not a move the lead can make."""
+    StageRefused (nothing changed) when the stage asked for is not a move the lead can make,
+    UpsertRefused when the attributes merged with the stored ones would be past the limits."""
     lead = session.scalar(select(Lead).where(func.lower(Lead.email) == given.email.lower()))
     created = lead is None
     target = None
@@ -101,9 +109,16 @@ def _move(session: Session, lead: Lead, target: str, now: datetime, funnel: Funn
 def _update(lead: Lead, given: LeadIn, now: datetime) -> None:
     """Overwrite only what was given; attributes are merged; the stored email stays; the
     stage moves through the funnel (:func:`_move`)."""
-    for name, value in given.provided().items():
-        if name == "attributes":
-            lead.attributes = {**(lead.attributes or {}), **value}
+    provided = given.provided()
+    if ATTRIBUTES_FIELD in provided:
+        try:
+            # Checked before anything changes: the merged attributes, not only the given ones.
+            attributes = merged_attributes(lead.attributes, provided[ATTRIBUTES_FIELD])
+        except ValueError as exc:
+            raise UpsertRefused(ATTRIBUTES_FIELD, str(exc)) from None
+    for name, value in provided.items():
+        if name == ATTRIBUTES_FIELD:
+            lead.attributes = attributes
         elif name not in ("email", STAGE_FIELD):
             setattr(lead, name, value)
     lead.updated_at = now

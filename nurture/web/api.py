@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
@@ -20,7 +20,7 @@ from nurture.leads.erasure import erase_lead
 from nurture.leads.event_schema import EventBatch, EventIn
 from nurture.leads.events import IngestReport, store_events
 from nurture.leads.schema import LeadIn, lead_context
-from nurture.leads.upsert import StageRefused, UpsertResult, upsert_lead
+from nurture.leads.upsert import UpsertRefused, UpsertResult, upsert_lead
 from nurture.leads.view import lead_view
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
@@ -31,6 +31,12 @@ Context = Annotated[WebContext, Depends(web_context)]
 SINGLE, BATCH = "single", "batch"
 UNION_TAGS = frozenset({SINGLE, BATCH})
 TIMELINE_LIMIT = 200
+# Ids are INTEGER columns (32 bits on PostgreSQL): a larger one names no row, and asking
+# the database for it is an error there (SQLite overflows past 63 bits). 422 instead.
+MAX_ID = 2**31 - 1
+LeadId = Annotated[
+    int, Path(ge=1, le=MAX_ID, description=f"The lead's id (1 to {MAX_ID}; others: 422).")
+]
 
 
 class LeadOut(BaseModel):
@@ -96,7 +102,8 @@ def post_lead(body: LeadIn, context: Context) -> JSONResponse:
     """Upsert by email (case-insensitive): given fields overwrite, attributes merge; the
     audience rules may enroll the lead. 201 when created, 200 when updated. A new
     ``lifecycle_stage`` is a move the funnel must allow: 422 naming ``lifecycle_stage``
-    (and nothing changed) when it does not."""
+    (and nothing changed) when it does not; 422 naming ``attributes`` when the merged
+    attributes would be more than 100 or 16 kB."""
     given = _with_personas(body, context)
     now = context.clock()
     for attempt in (1, 2):
@@ -108,7 +115,7 @@ def post_lead(body: LeadIn, context: Context) -> JSONResponse:
         except IntegrityError:  # created by a concurrent request: the retry updates it
             if attempt == 2:
                 raise
-        except StageRefused as exc:  # the transaction rolled back: nothing changed
+        except UpsertRefused as exc:  # the transaction rolled back: nothing changed
             error = {"loc": ["body", exc.field], "field": exc.field, "msg": exc.message}
             return JSONResponse({"detail": [{**error, "type": "value_error"}]}, status_code=422)
     code = status.HTTP_201_CREATED if out.created else status.HTTP_200_OK
@@ -136,7 +143,7 @@ def _upsert_out(result: UpsertResult) -> UpsertOut:
 
 @router.get("/leads/{lead_id}", summary="A lead with its score and timeline")
 def get_lead(
-    lead_id: int,
+    lead_id: LeadId,
     context: Context,
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per kind.")] = TIMELINE_LIMIT,
 ) -> dict[str, Any]:
@@ -163,14 +170,14 @@ def get_lead(
 
 
 @router.post("/leads/{lead_id}/erase", summary="Erase a lead's personal data")
-def post_erase(lead_id: int, context: Context) -> dict[str, Any]:
+def post_erase(lead_id: LeadId, context: Context) -> dict[str, Any]:
     """Right to be forgotten: personal data removed, a hashed suppression kept so the
     address is never mailed again; counts of messages and events stay as they were."""
     return _erase(lead_id, context)
 
 
 @router.delete("/leads/{lead_id}", summary="Erase a lead's personal data (same as /erase)")
-def delete_lead(lead_id: int, context: Context) -> dict[str, Any]:
+def delete_lead(lead_id: LeadId, context: Context) -> dict[str, Any]:
     """The same as POST /api/v1/leads/{id}/erase: rows stay, personal data goes."""
     return _erase(lead_id, context)
 

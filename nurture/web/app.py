@@ -20,7 +20,7 @@ import nurture
 from nurture.bootstrap import build_runtime
 from nurture.core.clock import Clock, utc_now
 from nurture.runtime import Runtime
-from nurture.settings import load_settings
+from nurture.settings import load_settings, require_strong_secret_key
 from nurture.tracking.bots import BotRules
 from nurture.tracking.hits import HitStore
 from nurture.web import api, pages, routes_sales, tracking
@@ -64,8 +64,12 @@ def create_app(runtime: Runtime, *, clock: Clock = utc_now, owns_runtime: bool =
 
 
 def app_from_env() -> FastAPI:
-    """The app from the NURTURE_* environment (``uvicorn --factory`` calls this)."""
-    return create_app(build_runtime(load_settings()), owns_runtime=True)
+    """The app from the NURTURE_* environment (``uvicorn --factory`` calls this). uvicorn's
+    ``--host`` is invisible here, so the app may be reachable from anywhere: a weak
+    NURTURE_SECRET_KEY is refused whatever NURTURE_WEB_HOST says."""
+    settings = load_settings()
+    require_strong_secret_key(settings, "the web app (nurture.web.app:app_from_env)")
+    return create_app(build_runtime(settings), owns_runtime=True)
 
 
 def _healthz(request: Request) -> JSONResponse:

@@ -18,6 +18,7 @@ from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import TransitionRefused
 from nurture.funnel.sales import DecisionRefused, apply_decision
 from nurture.funnel.status import lead_status
+from nurture.web.api import LeadId
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 
@@ -45,7 +46,7 @@ def _funnel(context: WebContext) -> Funnel:
     summary="A sales decision: accept, qualify, reject, disqualify, opportunity, customer",
     responses={404: {"description": "No such lead"}, 409: {"description": "Not allowed now"}},
 )
-def post_decision(lead_id: int, body: SalesDecision, context: Context) -> dict[str, Any]:
+def post_decision(lead_id: LeadId, body: SalesDecision, context: Context) -> dict[str, Any]:
     """Move the lead as sales decided. 422 when the decision lacks something (BANT answers
     for qualify, a known reason code for reject); 409 when the lead's stage does not allow
     it (nothing changes then)."""
@@ -75,7 +76,7 @@ def post_decision(lead_id: int, body: SalesDecision, context: Context) -> dict[s
 
 
 @router.get("/leads/{lead_id}/funnel", summary="Where a lead stands in the funnel, and why")
-def get_funnel(lead_id: int, context: Context) -> dict[str, Any]:
+def get_funnel(lead_id: LeadId, context: Context) -> dict[str, Any]:
     """Stage, score, MQL rules and ICP exclusions (why it is or is not an MQL), open
     hand-offs and the stage history with every cycle."""
     funnel = _funnel(context)

@@ -39,7 +39,7 @@ async def open_pixel(token: str, request: Request) -> Response:
     """A 1x1 GIF; records ``opened`` (non-human for privacy proxies and prefetches)."""
     context = await web_context(request)
     try:
-        message_id = message_of(context.settings.secret_key, "open", token)
+        message_id = message_of(context.settings.token_keys, "open", token)
     except BadToken:
         return _not_found()
     outcome = await _record(context, HitRequest("opened", message_id, 0, _hit(context, request)))
@@ -53,7 +53,7 @@ async def click(token: str, request: Request) -> Response:
     """302 to the URL stored for this link of this message; records ``clicked``."""
     context = await web_context(request)
     try:
-        message_id, position = link_of(context.settings.secret_key, token)
+        message_id, position = link_of(context.settings.token_keys, token)
     except BadToken:
         return _not_found()
     hit = HitRequest("clicked", message_id, position, _hit(context, request))
@@ -73,7 +73,7 @@ async def _record(context: WebContext, request: HitRequest) -> HitOutcome:
 def unsubscribe_page(token: str, context: Context) -> HTMLResponse:
     """A page that confirms with a button; a GET changes nothing (scanners follow links)."""
     try:
-        message_id = message_of(context.settings.secret_key, "unsubscribe", token)
+        message_id = message_of(context.settings.token_keys, "unsubscribe", token)
     except BadToken:
         return HTMLResponse(pages.not_found(), status_code=404, headers=NO_STORE)
     address = context.hits.unsubscribe_address(message_id)
@@ -90,7 +90,7 @@ def unsubscribe(token: str, context: Context) -> HTMLResponse:
     """Suppresses the address before answering (idempotent). Takes the one-click body
     ``List-Unsubscribe=One-Click`` or the confirmation form; no cookie, no redirect."""
     try:
-        message_id = message_of(context.settings.secret_key, "unsubscribe", token)
+        message_id = message_of(context.settings.token_keys, "unsubscribe", token)
     except BadToken:
         return HTMLResponse(pages.not_found(), status_code=404, headers=NO_STORE)
     result = context.hits.unsubscribe(message_id, context.clock())

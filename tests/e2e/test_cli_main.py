@@ -46,7 +46,8 @@ def test_the_default_secret_is_refused_when_exposed(tmp_path: Path) -> None:
             assert "NURTURE_SECRET_KEY" in str(exc)
         else:
             raise AssertionError("the default secret was accepted")
-    require_secret_key(Settings(web_host="0.0.0.0", secret_key="x" * 32), "web")
+    strong = "Vt3kq9X2mL7pR4sN8wZ1cY6bH0dF5gJ-aE_uQ"  # "x" * 32 is refused: no entropy
+    require_secret_key(Settings(web_host="0.0.0.0", secret_key=strong), "web")
     result = nurture("web", "--host", "0.0.0.0", env={}, cwd=tmp_path)
     assert result.returncode == 2 and "refusing to start" in result.stderr
 

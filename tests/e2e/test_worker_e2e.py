@@ -32,7 +32,7 @@ def worker_env(
     redis.Redis.from_url(redis_url).flushdb()
     env = {
         "NURTURE_BROKER_URL": redis_url,
-        "NURTURE_SECRET_KEY": "a-long-test-secret-for-the-worker",
+        "NURTURE_SECRET_KEY": "Vt3kq9X2mL7pR4sN8wZ1cY6bH0dF5gJ-aE_uQ",
         "NURTURE_DATABASE_URL": db_url,
         "NURTURE_TRANSPORT": "smtp",
         "NURTURE_SMTP_HOST": smtp_sink.host,

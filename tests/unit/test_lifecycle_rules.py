@@ -133,12 +133,13 @@ def test_cool_down_holds_the_score_but_not_a_buying_signal() -> None:
 
 def test_signature_round_trip() -> None:
     body = b'{"event":"handoff.mql"}'
-    headers = signed_headers("s3cret", body, NOW)
+    headers = signed_headers("s3cret", body, NOW, delivery="7", event="handoff.mql")
     stamp, signature = headers["X-Nurture-Timestamp"], headers["X-Nurture-Signature"]
-    assert signature.startswith("sha256=") and stamp == str(int(NOW.timestamp()))
-    assert verify("s3cret", body, stamp, signature, NOW + timedelta(seconds=30))
-    assert not verify("s3cret", body, str(int(stamp) + 1), signature, NOW)
-    assert not verify("s3cret", body, "not-a-number", signature, NOW)
+    assert signature.startswith("v1=") and stamp == str(int(NOW.timestamp()))
+    assert verify("s3cret", body, headers, NOW + timedelta(seconds=30))
+    later = {**headers, "X-Nurture-Timestamp": str(int(stamp) + 1)}
+    assert not verify("s3cret", body, later, NOW)
+    assert not verify("s3cret", body, {**headers, "X-Nurture-Timestamp": "not-a-number"}, NOW)
 
 
 def test_validate_reports_lifecycle_problems_with_file_and_line() -> None:
