@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest install clean bench
+.PHONY: demo test test-fast lint imports typecheck pytest install clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check nurture tests $(wildcard bench)
 	$(BIN)/ruff format --check nurture tests $(wildcard bench)
 
+# The architecture (pyproject.toml [tool.importlinter], docs/architecture.md).
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint imports typecheck pytest
+
+# Day-to-day: the pure decisions only (no database, no network), in seconds.
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit -q
 
 # Needs Debian's postfix package for smtp-sink (see bench/README.md).
 bench: $(STAMP)

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.db.models import Handoff, Lead
-from nurture.funnel.handoff import Targets, build_context, queue_notification
+from nurture.funnel.handoff import build_context
+from nurture.funnel.notifications import Targets, queue_notification
 from nurture.funnel.spec import LifecycleSpec
 from nurture.sequences.business_days import BusinessCalendar
 from nurture.sequences.timing import resolve_zone

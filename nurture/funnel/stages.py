@@ -31,6 +31,7 @@ from nurture.funnel.machine import (
     TransitionRefused,
     transition,
 )
+from nurture.funnel.notifications import Targets, queue_notification
 from nurture.funnel.spec import SLA_STAGES, LifecycleSpec
 from nurture.scoring.points import ScoreBreakdown
 from nurture.scoring.rules import ScoringRules
@@ -259,7 +260,7 @@ def _open_handoff(
     notify = kind in handoffs.NOTIFY_KINDS
     if due is None and not notify:
         return
-    targets = handoffs.Targets.of(spec.handoff, settings)
+    targets = Targets.of(spec.handoff, settings)
     # Nobody to tell: no context document to build (it is only ever stored to be sent).
     notify_now = notify and bool(targets.webhooks or targets.slack)
     handoff = handoffs.open_handoff(
@@ -282,7 +283,7 @@ def _open_handoff(
         document = handoffs.build_context(
             session, lead, handoff, why, spec.handoff.recent, settings.base_url
         )
-        handoffs.queue_notification(
+        queue_notification(
             session,
             event=f"handoff.{kind}",
             document=document,

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nurture.db.session import transaction
-from nurture.funnel import handoff as handoffs
 from nurture.funnel import sla
 from nurture.funnel.funnel import Funnel
 from nurture.funnel.loading import LifecycleConfigError
+from nurture.funnel.notifications import target_secrets
 from nurture.funnel.sales import release_recycled
+from nurture.funnel.webhooks import deliver_due
 from nurture.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ def funnel_pass(rt: Runtime, now: datetime, *, deliver: bool = True) -> FunnelRe
 
 
 def deliver_notifications(rt: Runtime, now: datetime) -> FunnelReport:
-    """Deliver due hand-off notifications: at most ``handoff.DELIVERIES_PER_PASS`` or
-    ``handoff.PASS_SECONDS`` of them per call (the rest wait for the next one), so a slow
+    """Deliver due hand-off notifications: at most ``webhooks.DELIVERIES_PER_PASS`` or
+    ``webhooks.PASS_SECONDS`` of them per call (the rest wait for the next one), so a slow
     receiver never holds up the send pass for long."""
     report = FunnelReport()
     funnel = rt.funnel()
@@ -74,10 +75,8 @@ def _deliver(rt: Runtime, now: datetime, funnel: Funnel, report: FunnelReport) -
     spec = funnel.spec.handoff if funnel.spec else None
     attempts = spec.max_attempts if spec else 8
     # Targets' own secrets: the variables lifecycle.yaml names, read from this process.
-    secrets = handoffs.target_secrets(spec, os.environ)
-    sent = handoffs.deliver_due(
-        rt.sessions, rt.settings, now, max_attempts=attempts, secrets=secrets
-    )
+    secrets = target_secrets(spec, os.environ)
+    sent = deliver_due(rt.sessions, rt.settings, now, max_attempts=attempts, secrets=secrets)
     report.delivered, report.retried, report.failed = sent.delivered, sent.retried, sent.failed
     report.errors += sent.errors
 

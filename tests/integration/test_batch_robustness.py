@@ -5,7 +5,6 @@ enrollment that is gone. Every test runs on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -26,18 +25,6 @@ from nurture.sequences.claims import claim_due
 
 LEASE = timedelta(seconds=600)  # Settings.claim_lease_seconds
 TEMPORARY = TransportError("SMTP: RCPT TO refused: 451 4.3.0 try later", code=451)
-
-
-@pytest.fixture
-def memory() -> MemoryTransport:
-    return MemoryTransport()
-
-
-@pytest.fixture
-def rt(db_url: str, memory: MemoryTransport) -> Iterator[Runtime]:
-    runtime = make_runtime(db_url, memory)
-    yield runtime
-    runtime.close()
 
 
 def set_enrollment(rt: Runtime, lead_id: int, **values: Any) -> None:

@@ -37,18 +37,6 @@ GUIDE = "https://docs.example.com/guide?step=1"
 KO_GUIDE = "https://docs.example.com/ko/guide"
 
 
-@pytest.fixture
-def memory() -> MemoryTransport:
-    return MemoryTransport()
-
-
-@pytest.fixture
-def rt(db_url: str, memory: MemoryTransport) -> Iterator[Runtime]:
-    runtime = make_runtime(db_url, memory)
-    yield runtime
-    runtime.close()
-
-
 def subjects(transport: MemoryTransport) -> list[str]:
     return [str(m["Subject"]) for m in transport.messages]
 

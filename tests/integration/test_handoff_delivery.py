@@ -15,9 +15,10 @@ from support.funnel import MONDAY, SECRET, add_lead, behave, make_runtime, use_f
 from nurture.db.models import WebhookAttempt, WebhookDelivery
 from nurture.db.session import transaction
 from nurture.delivery.transports import MemoryTransport
-from nurture.funnel import handoff
-from nurture.funnel.handoff import NO_SECRET, deliver_due, slack_message
+from nurture.funnel import webhooks
+from nurture.funnel.notifications import NO_SECRET, slack_message
 from nurture.funnel.signing import TIMESTAMP_HEADER, signed_headers, verify
+from nurture.funnel.webhooks import deliver_due
 from nurture.jobs import tick as ticks_module
 from nurture.jobs.tick import dispatch_due
 from nurture.queues import DEFAULT_QUEUE
@@ -26,7 +27,7 @@ from nurture.runtime import Runtime
 Posted = list[tuple[str, dict[str, str], bytes]]
 
 
-def recorder(posted: Posted, answer: int = 200, pause: float = 0.0) -> handoff.Poster:
+def recorder(posted: Posted, answer: int = 200, pause: float = 0.0) -> webhooks.Poster:
     def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
         posted.append((url, headers, body))
         if pause:
@@ -159,7 +160,7 @@ def test_the_tick_sends_mail_before_it_posts_webhooks(
         mail_when_posted.append(len(memory.sent))
         return 200, ""
 
-    monkeypatch.setattr(handoff, "http_post", post)
+    monkeypatch.setattr(webhooks, "http_post", post)
     ticks_module.tick(rt, MONDAY + timedelta(minutes=1))
     assert mail_when_posted == [1]
     rt.close()
@@ -187,7 +188,7 @@ def test_the_celery_tick_dispatches_the_delivery_task(
     assert route["queue"].name == DEFAULT_QUEUE
     queue(rt, 1)
     posted: Posted = []
-    monkeypatch.setattr(handoff, "http_post", recorder(posted))
+    monkeypatch.setattr(webhooks, "http_post", recorder(posted))
     assert worker.deliver_handoffs_task() == 1 and len(posted) == 1
     rt.close()
 

@@ -5,7 +5,7 @@ Every test runs on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import TypeVar
@@ -52,18 +52,6 @@ class DyingTransport(MemoryTransport):
             self.deaths -= 1
             raise Killed(f"killed while sending to {to}")
         super().send(msg, envelope_from=envelope_from, to=to)
-
-
-@pytest.fixture
-def memory() -> MemoryTransport:
-    return MemoryTransport()
-
-
-@pytest.fixture
-def rt(db_url: str, memory: MemoryTransport) -> Iterator[Runtime]:
-    runtime = make_runtime(db_url, memory)
-    yield runtime
-    runtime.close()
 
 
 def claim(rt: Runtime, now: datetime = MONDAY, limit: int = 200) -> list[Claim]:

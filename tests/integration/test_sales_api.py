@@ -175,3 +175,19 @@ def test_status_shows_a_trigger_blocked_by_an_exclusion(
     assert "fast track demo-request: blocked by exclusion sole-trader" in shown.output
     assert "fired" not in shown.output
     assert "fast-track events count since entering the current stage" in shown.output
+
+
+def test_the_lead_api_shows_the_stage_history_as_lead_show_does(
+    rt: Runtime, client: TestClient
+) -> None:
+    """GET /api/v1/leads/{id} and `nurture lead show` are one view: both carry the stage
+    changes (the API's own timeline used to leave them out)."""
+    lead_id = mql(rt)
+    assert decide(client, lead_id, decision="accept", actor="sam@sales.example").status_code == 200
+    response = client.get(f"/api/v1/leads/{lead_id}", headers=AUTH)
+    assert response.status_code == 200
+    stages = [i for i in response.json()["timeline"] if i["kind"] == "stage"]
+    assert [(i["from"], i["to"]) for i in stages] == [("lead", "mql"), ("mql", "sal")]
+    assert stages[-1]["actor"] == "sam@sales.example"
+    times = [item["at"] for item in response.json()["timeline"]]
+    assert times == sorted(times)  # the API's timeline runs forward in time

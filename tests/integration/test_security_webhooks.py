@@ -18,7 +18,7 @@ from support.funnel import MONDAY, SECRET, SEQUENCES, make_runtime, use_fixture_
 
 from nurture.db.models import WebhookAttempt, WebhookDelivery
 from nurture.db.session import transaction
-from nurture.funnel import handoff
+from nurture.funnel import webhooks
 from nurture.funnel.loading import LifecycleConfigError, load_lifecycle
 from nurture.funnel.signing import (
     DELIVERY_HEADER,
@@ -183,7 +183,7 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> Posted:
         found.append((url, headers, body))
         return 200, ""
 
-    monkeypatch.setattr(handoff, "http_post", post)
+    monkeypatch.setattr(webhooks, "http_post", post)
     return found
 
 
