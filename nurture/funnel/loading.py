@@ -23,6 +23,7 @@ from nurture.authoring.templates import ConditionError, compile_condition
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
 from nurture.core.stages import LifecycleStage
 from nurture.core.vocabulary import ENGAGEMENT_EVENTS
+from nurture.funnel.renurture import renurture_problems
 from nurture.funnel.spec import LIFECYCLE_KIND, LifecycleSpec
 from nurture.sequences.loading import SourcedSequence, load_sources
 from nurture.sequences.spec import SequenceSpec
@@ -186,12 +187,15 @@ def _sequence_refs(sourced: SourcedLifecycle, specs: dict[str, SequenceSpec]) ->
         if track.sequence:
             loc: tuple[str, ...] = ("stages", stage.value, "sequence")
             problems += _sequence_ref(sourced, specs, track.sequence, stage, loc)
+
+    def check_ref(key: str, loc: tuple[str, ...]) -> list[Problem]:
+        return _sequence_ref(sourced, specs, key, LifecycleStage.recycled, loc)
+
+    def warn(message: str, loc: tuple[str, ...]) -> Problem:
+        return sourced.problem(message, *loc, severity="warning")
+
     for code, reason in sourced.spec.sales.reject_reasons.items():
-        if reason.sequence:
-            where = ("sales", "reject_reasons", code, "sequence")
-            problems += _sequence_ref(
-                sourced, specs, reason.sequence, LifecycleStage.recycled, where
-            )
+        problems += renurture_problems(code, reason, list(specs.values()), check_ref, warn)
     return problems
 
 

@@ -110,7 +110,7 @@ def recycle(
     data = {
         **_decision_data(decision),
         "cooldown_until": until.isoformat(),
-        "renurture_sequence": rejected.sequence,
+        "renurture_sequence": rejected.sequence_for(lead.persona),
         "keep_engagement": rejected.keep_engagement,
     }
     reason = Reason(ReasonKind.sales, _detail(decision), data)
@@ -177,7 +177,10 @@ def _steady_engagement(session: Session, lead_id: int, now: datetime) -> float:
 
 def release_recycled(session: Session, now: datetime, funnel: Funnel) -> list[int]:
     """Leads whose cool-down is over re-enter nurturing: the reason's re-nurture sequence
-    (they stay ``recycled`` in it), or else back to ``lead`` and their persona's track."""
+    for their persona, or its generic one (they stay ``recycled`` in it); a reason without
+    one sends them back to ``lead`` and the track of their persona and journey stage. The
+    cool-down sales gave counts as that track's own: it admits them at once (a track with
+    ``entry: once`` they went through does not; ``nurture validate`` warns of it)."""
     query = select(Lead).where(
         Lead.lifecycle_stage == Stage.recycled.value,
         Lead.recycle_until.is_not(None),
@@ -189,11 +192,11 @@ def release_recycled(session: Session, now: datetime, funnel: Funnel) -> list[in
     for lead in released:
         lead.recycle_until = None
         rejected = funnel.spec.reject_reason(lead.recycle_reason) if funnel.spec else None
-        track = rejected.sequence if rejected else None
-        if track and enroll_named(session, lead, track, catalog, now) is not None:
+        track = rejected.sequence_for(lead.persona) if rejected else None
+        if track and enroll_named(session, lead, track, catalog, now, returning=True):
             continue
         detail = f"cool-down over ({lead.recycle_reason or 'no reason'}): back to nurturing"
         reason = Reason(ReasonKind.system, detail, {"reason_code": lead.recycle_reason})
         change_stage(session, lead, Stage.lead, reason, SYSTEM_ACTOR, now, funnel=funnel)
-        enroll(session, lead, catalog, now)
+        enroll(session, lead, catalog, now, returning=True)
     return [lead.id for lead in released]

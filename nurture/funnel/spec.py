@@ -94,8 +94,11 @@ class RejectReason(Strict):
 
     label: str = ""
     cooldown: DurationText
-    # The re-nurture sequence entered when the cool-down ends (None: the persona's track).
+    # The re-nurture sequence entered when the cool-down ends (None: back to ``lead`` and
+    # the track of the lead's persona and journey stage).
     sequence: str | None = None
+    # Re-nurture sequences written for one persona; the others get ``sequence``.
+    by_persona: dict[str, str] = Field(default_factory=dict)
     # Share of the engagement score kept: 0 resets it, 1 keeps it all.
     keep_engagement: float = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -105,6 +108,10 @@ class RejectReason(Strict):
         if value.is_business:
             raise ValueError("cooldown: use calendar time such as '90d'")
         return value
+
+    def sequence_for(self, persona: str) -> str | None:
+        """The re-nurture sequence of a lead of ``persona`` (None: its usual track)."""
+        return self.by_persona.get(persona) or self.sequence
 
 
 class Sales(Strict):

@@ -342,7 +342,13 @@ def _finish(enrollment: Enrollment, reason: str, now: datetime) -> None:
 
 
 def enroll_named(
-    session: Session, lead: Lead, key: str, catalog: Catalog, now: datetime
+    session: Session,
+    lead: Lead,
+    key: str,
+    catalog: Catalog,
+    now: datetime,
+    *,
+    returning: bool = False,
 ) -> Enrollment | None:
     """Enroll ``lead`` in sequence ``key`` because lifecycle.yaml names it: persona and
     journey stage are not matched; every other rule is (one sequence at a time, never a
@@ -356,4 +362,4 @@ def enroll_named(
     )
     named = loaded.spec.model_copy(update={"audience": audience})
     only = Catalog([LoadedSequence(named, loaded.path, loaded.version)])
-    return enroll(session, lead, only, now)
+    return enroll(session, lead, only, now, returning=returning)

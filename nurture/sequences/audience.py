@@ -10,7 +10,9 @@ The rules, in the order they are checked:
    its lifecycle stage is among the audience's lifecycle stages (by default subscriber,
    lead and recycled).
 4. The entry policy of the matching sequence: ``once`` admits a lead that never entered
-   it; ``again`` admits it once the cool-down, counted from its last exit, is over.
+   it; ``again`` admits it once the cool-down, counted from its last exit, is over. A lead
+   coming back from recycling (``returning``) is admitted by an ``again`` sequence at once:
+   the cool-down sales gave it replaces the sequence's own (it never overrides ``once``).
 
 When several sequences match, they are tried in order of key (so the same lead and YAML
 always give the same answer) and the first that admits the lead wins.
@@ -75,6 +77,8 @@ def choose_sequence(
     history: Sequence[PastEnrollment],
     now: datetime,
     recycle_until: datetime | None = None,
+    *,
+    returning: bool = False,
 ) -> EnrollmentDecision:
     """The sequence this lead should enter now, or the reason it enters none."""
     if now.tzinfo is None:
@@ -111,7 +115,7 @@ def choose_sequence(
             f"lifecycle stage {lifecycle_stage!r} is not in the audience of {keys}",
             sequence_key=matching[0].key,
         )
-    return _first_open(admitted, history, now)
+    return _first_open(admitted, history, now, returning)
 
 
 def _matches(spec: SequenceSpec, persona: str, journey_stage: str) -> bool:
@@ -119,12 +123,15 @@ def _matches(spec: SequenceSpec, persona: str, journey_stage: str) -> bool:
 
 
 def _first_open(
-    specs: Sequence[SequenceSpec], history: Sequence[PastEnrollment], now: datetime
+    specs: Sequence[SequenceSpec],
+    history: Sequence[PastEnrollment],
+    now: datetime,
+    returning: bool = False,
 ) -> EnrollmentDecision:
     refusals = []
     for spec in specs:
         past = [h for h in history if h.sequence_key == spec.key]
-        refusal = entry_refusal(spec, past, now)
+        refusal = entry_refusal(spec, past, now, returning=returning)
         if refusal is None:
             return EnrollmentDecision(
                 Outcome.enroll, f"enters {spec.key}", spec=spec, sequence_key=spec.key
@@ -134,9 +141,10 @@ def _first_open(
 
 
 def entry_refusal(
-    spec: SequenceSpec, past: Sequence[PastEnrollment], now: datetime
+    spec: SequenceSpec, past: Sequence[PastEnrollment], now: datetime, *, returning: bool = False
 ) -> EnrollmentDecision | None:
-    """Why the entry policy keeps the lead out of ``spec`` (None: it may enter)."""
+    """Why the entry policy keeps the lead out of ``spec`` (None: it may enter).
+    ``returning``: the lead comes back from recycling, so no cool-down of ``spec`` applies."""
     if not past:
         return None
     if spec.entry.policy == "once":
@@ -147,7 +155,7 @@ def entry_refusal(
             sequence_key=spec.key,
         )
     last_exit = max(h.exited_at or h.entered_at for h in past)
-    if spec.entry.cooldown is None:
+    if spec.entry.cooldown is None or returning:
         return None
     until = add_wait(last_exit, spec.entry.cooldown, ZoneInfo("UTC"))
     if now >= until:

@@ -65,7 +65,9 @@ class BatchState:
     leads: dict[int, LeadData]
     suppressed: dict[str, str]
     activity: dict[int, Activity]
-    recent_sends: dict[int, list[datetime]]
+    # Per lead, each recent message by id, with when it was sent (or claimed): the cap counts
+    # a message once, however often the batch looks at the lead.
+    recent_sends: dict[int, dict[int, datetime]]
     messages: dict[tuple[int, str], Message]
     # The template/condition view of each lead, made once per batch (see lead_view).
     views: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -189,18 +191,18 @@ def _load_activity(
 
 def _load_recent_sends(
     session: Session, lead_ids: set[int], since: datetime
-) -> dict[int, list[datetime]]:
+) -> dict[int, dict[int, datetime]]:
     sent_or_claimed = func.coalesce(Message.sent_at, Message.created_at)
     rows = session.execute(
-        select(Message.lead_id, sent_or_claimed).where(
+        select(Message.lead_id, Message.id, sent_or_claimed).where(
             Message.lead_id.in_(lead_ids),
             Message.status.in_(CAPPED_STATUSES),
             or_(Message.sent_at >= since, Message.created_at >= since),
         )
     )
-    sends: dict[int, list[datetime]] = defaultdict(list)
-    for lead_id, at in rows:
-        sends[lead_id].append(at)
+    sends: dict[int, dict[int, datetime]] = defaultdict(dict)
+    for lead_id, message_id, at in rows:
+        sends[lead_id][message_id] = at
     return sends
 
 
@@ -209,7 +211,7 @@ def context_for(drip: Drip, enrollment: Enrollment, state: BatchState) -> Contex
     return Context(
         lead=state.lead_view(lead),
         activity=state.activity.get(enrollment.id, Activity()),
-        recent_sends=tuple(state.recent_sends.get(lead.id, ())),
+        recent_sends=tuple(state.recent_sends.get(lead.id, {}).values()),
         suppressed=state.suppressed.get(lead.email.lower(), ""),
         default_timezone=drip.default_timezone,
         default_locale=drip.default_locale,

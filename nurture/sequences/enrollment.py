@@ -30,13 +30,21 @@ class EnrollmentOutcome:
     enrollment: Enrollment | None
 
 
-def enroll(session: Session, lead: Lead, catalog: Catalog, now: datetime) -> Enrollment | None:
-    """Enroll one lead into its matching sequence; None if the rules keep it out."""
-    return enroll_many(session, [lead], catalog, now)[0].enrollment
+def enroll(
+    session: Session, lead: Lead, catalog: Catalog, now: datetime, *, returning: bool = False
+) -> Enrollment | None:
+    """Enroll one lead into its matching sequence; None if the rules keep it out.
+    ``returning``: it comes back from recycling (no sequence cool-down applies)."""
+    return enroll_many(session, [lead], catalog, now, returning=returning)[0].enrollment
 
 
 def enroll_many(
-    session: Session, leads: Sequence[Lead], catalog: Catalog, now: datetime
+    session: Session,
+    leads: Sequence[Lead],
+    catalog: Catalog,
+    now: datetime,
+    *,
+    returning: bool = False,
 ) -> list[EnrollmentOutcome]:
     """Enroll each lead that the audience rules admit; one outcome per lead, in order."""
     if now.tzinfo is None:
@@ -53,7 +61,9 @@ def enroll_many(
     starts: dict[int, dict[str, object]] = {}
     for lead in leads:
         history = histories.setdefault(lead.id, [])
-        decision = _decide(lead, lead.email.lower() in suppressed, specs, history, now)
+        decision = _decide(
+            lead, lead.email.lower() in suppressed, specs, history, now, returning=returning
+        )
         if decision.enroll:
             starts[lead.id] = _start(lead, decision, catalog, now)
             # A lead listed twice in one batch must not enter twice.
@@ -72,6 +82,8 @@ def _decide(
     specs: Sequence[SequenceSpec],
     history: Sequence[PastEnrollment],
     now: datetime,
+    *,
+    returning: bool,
 ) -> EnrollmentDecision:
     if suppressed:
         return EnrollmentDecision(Outcome.suppressed, "the address is suppressed")
@@ -83,6 +95,7 @@ def _decide(
         history,
         now,
         recycle_until=lead.recycle_until,
+        returning=returning,
     )
 
 

@@ -209,7 +209,8 @@ def _move_enrollment(
     if status in ("sent", "unknown"):  # unknown: it may have left, so it is never resent
         move_past(enrollment, decision)
         enrollment.step_started_at = now
-        state.recent_sends[message.lead_id].append(now)
+        # The message counts towards the cap once, from when it was sent.
+        state.recent_sends[message.lead_id][message.id] = now
         advance(session, drip, enrollment, state, now, report, may_send=False)
     elif status == "bounced":
         finish(enrollment, "exited", "suppressed: bounced", now)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 from freezegun import freeze_time
+from support.engine import TEMPLATES as ENGINE_TEMPLATES
 from support.engine import add_lead, enrollment, make_runtime, messages, tick_at
 
 from nurture.delivery.transports import MemoryTransport
@@ -26,7 +27,7 @@ from nurture.sequences.versions import spec_from_document
 
 SEOUL = ZoneInfo("Asia/Seoul")
 NEW_YORK = ZoneInfo("America/New_York")
-TEMPLATES = Path(__file__).parent / "fixtures" / "engine" / "templates"
+TEMPLATES = ENGINE_TEMPLATES
 SEQUENCE = """\
 key: kr-drip
 name: Korean drip
