@@ -29,7 +29,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from nurture.authoring.problems import Problem
-from nurture.core.leads import LEAD_FIELDS
+from nurture.core.leads import LEAD_FIELDS, display_name
 from nurture.tracking.links import template_urls
 
 SUBJECT_FILE = "<subject>"
@@ -305,11 +305,20 @@ def build_context(
     sequence_key: str,
     sequence_name: str,
     step_id: str,
+    *,
+    locale: str = "",
 ) -> dict[str, Any]:
     """What a template sees: ``lead``, ``sender``, ``unsubscribe_url``, ``sequence``,
-    ``step``, all plain data."""
+    ``step``, all plain data. ``lead.display_name`` is the full name in the order of the
+    locale the email is written in (``locale``, else the lead's own)."""
+    shown = plain(lead)
+    shown["display_name"] = display_name(
+        str(shown.get("first_name") or ""),
+        str(shown.get("last_name") or ""),
+        locale or str(shown.get("locale") or ""),
+    )
     return {
-        "lead": plain(lead),
+        "lead": shown,
         "sender": {"name": sender_name, "email": sender_email},
         "unsubscribe_url": unsubscribe_url,
         "sequence": {"key": sequence_key, "name": sequence_name},

@@ -62,6 +62,9 @@ def validate(
     else:
         for problem in problems:
             echo(str(problem))
+        # Notes only when nothing is wrong: errors come first.
+        for note in report.notes if report.ok else []:
+            echo(f"note: {note}")
         echo(_summary(report))
     raise typer.Exit(0 if report.ok else 1)
 
@@ -72,6 +75,7 @@ def _json_report(report: ValidationReport, problems: list[Problem]) -> dict[str,
         "sequences": report.sequences,
         "templates": report.templates,
         "errors": [p.to_json() for p in problems],
+        "notes": report.notes,
     }
 
 

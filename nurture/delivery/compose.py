@@ -64,6 +64,7 @@ def compose_email(
         sequence_key=pending.sequence_key,
         sequence_name=pending.sequence_name,
         step_id=decision.step_id,
+        locale=decision.locale,
     )
     rendered = renderer.render_email(decision.template, decision.subject, decision.locale, context)
     tracking = tracking_for(
@@ -79,7 +80,7 @@ def compose_email(
     domain = settings.sender_email.rpartition("@")[2] or "nurture.local"
     email = OutgoingEmail(
         to_email=lead["email"],
-        to_name=" ".join(p for p in (lead.get("first_name"), lead.get("last_name")) if p),
+        to_name=context["lead"]["display_name"],
         from_email=settings.sender_email,
         from_name=settings.sender_name,
         reply_to=settings.reply_to,

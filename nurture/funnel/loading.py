@@ -23,7 +23,7 @@ from nurture.authoring.templates import ConditionError, compile_condition
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
 from nurture.core.stages import LifecycleStage
 from nurture.core.vocabulary import ENGAGEMENT_EVENTS
-from nurture.funnel.renurture import renurture_problems
+from nurture.funnel.renurture import renurture_problems, route_note
 from nurture.funnel.spec import LIFECYCLE_KIND, LifecycleSpec
 from nurture.sequences.loading import SourcedSequence, load_sources
 from nurture.sequences.spec import SequenceSpec
@@ -97,6 +97,18 @@ def lifecycle_problems(paths: Sequence[Path], sources: Sequence[SourcedSequence]
             specs = _sequences_near(file, paths, sources)
             problems += check_lifecycle(sourced, specs, fit_rule_names([*paths, file.parent]))
     return problems
+
+
+def lifecycle_notes(paths: Sequence[Path], sources: Sequence[SourcedSequence]) -> list[str]:
+    """What ``nurture validate`` shows besides problems: the re-nurture track each persona
+    gets for each reject reason (its own, or the generic one)."""
+    files = files_of_kind(paths, LIFECYCLE_KIND)
+    sourced = load_lifecycle_file(files[0])[0] if files else None
+    if sourced is None:
+        return []
+    specs = _sequences_near(files[0], paths, sources)
+    reasons = sourced.spec.sales.reject_reasons
+    return [route_note(code, reason, specs) for code, reason in reasons.items()]
 
 
 def _sequences_near(

@@ -1,6 +1,7 @@
 """What a recycled lead re-enters when its cool-down ends, checked by ``nurture validate``:
-the re-nurture sequences a reject reason names exist and admit recycled leads, which
-personas fall back to the generic track, and which leads a reason sends nowhere.
+the re-nurture sequences a reject reason names exist and admit recycled leads (errors),
+which leads a reason sends nowhere (warnings), and which track each persona gets, its own
+or the generic one (notes).
 
 The rule (see docs/funnel.md): a reason's re-nurture sequence for the lead's persona
 (``by_persona``), else its generic ``sequence``; a reason with neither sends the lead back
@@ -35,7 +36,6 @@ def renurture_problems(
         problems += check_ref(reason.sequence, (*where, "sequence"))
     for persona, key in reason.by_persona.items():
         problems += check_ref(key, (*where, "by_persona", persona))
-    problems += _fallbacks(code, reason, specs, warn, where)
     if not reason.sequence:
         problems += _dead_ends(code, reason, specs, warn, where)
     return problems
@@ -46,26 +46,19 @@ def personas_of(specs: Sequence[SequenceSpec]) -> list[str]:
     return sorted({p for spec in specs for p in spec.audience.personas})
 
 
-def _fallbacks(
-    code: str,
-    reason: RejectReason,
-    specs: Sequence[SequenceSpec],
-    warn: Warn,
-    where: tuple[str, ...],
-) -> list[Problem]:
-    """A warning naming the personas that get the generic re-nurture track."""
-    if not reason.sequence:
-        return []
-    generic = [p for p in personas_of(specs) if p not in reason.by_persona]
-    if not generic:
-        return []
-    message = (
-        f"sales.reject_reasons.{code}: {', '.join(generic)} "
-        f"{'has' if len(generic) == 1 else 'have'} no re-nurture sequence of "
-        f"{'its' if len(generic) == 1 else 'their'} own and get{'s' if len(generic) == 1 else ''}"
-        f" the generic '{reason.sequence}' (by_persona names one per persona)"
-    )
-    return [warn(message, (*where, "sequence"))]
+def route_note(code: str, reason: RejectReason, specs: Sequence[SequenceSpec]) -> str:
+    """Which re-nurture track each persona gets for a reason: ``timing: finance_leader ->
+    finance-leader-renurture-later, procurement_manager -> renurture-later (generic)``."""
+    routes = []
+    for persona in personas_of(specs):
+        own = reason.by_persona.get(persona)
+        if own:
+            routes.append(f"{persona} -> {own}")
+        elif reason.sequence:
+            routes.append(f"{persona} -> {reason.sequence} (generic)")
+        else:
+            routes.append(f"{persona} -> its usual track")
+    return f"re-nurture for {code}: {', '.join(routes) or 'no personas'}"
 
 
 def _dead_ends(
@@ -95,7 +88,7 @@ def _dead_ends(
 
 def _no_track(persona: str, stage: str, specs: Sequence[SequenceSpec]) -> str:
     """Why a ``lead`` of this persona and journey stage, back from recycling, would enter
-    no track ("" when one admits it)."""
+    none of its tracks ("" when one admits it, or it has none)."""
     tracks = [
         s
         for s in specs
@@ -103,9 +96,9 @@ def _no_track(persona: str, stage: str, specs: Sequence[SequenceSpec]) -> str:
         and stage in s.audience.journey_stages
         and LifecycleStage.lead in s.audience.lifecycle_stages
     ]
-    if not tracks:
-        return "no sequence is written for it"
-    if all(t.entry.policy == "once" for t in tracks):
+    # No track at all is a gap in the program whether or not sales recycles (a lead at that
+    # stage was never nurtured): only tracks that would refuse a returning lead count here.
+    if tracks and all(t.entry.policy == "once" for t in tracks):
         keys = ", ".join(t.key for t in tracks)
         return f"{keys}: entry once"
     return ""

@@ -12,7 +12,7 @@ from nurture.authoring.sources import yaml_files
 from nurture.authoring.templates import (
     TemplateRenderer,
 )
-from nurture.funnel.loading import lifecycle_problems
+from nurture.funnel.loading import lifecycle_notes, lifecycle_problems
 from nurture.program.emails import check_emails, template_files, unused_templates
 from nurture.program.structure import audience_overlaps, check_structure, duplicate_keys
 from nurture.scoring.checks import check_scoring_files
@@ -26,6 +26,8 @@ class ValidationReport:
     sequences: int
     templates: int
     problems: list[Problem] = field(default_factory=list)
+    # What is worth seeing though nothing is wrong (which re-nurture track a persona gets).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,8 @@ def validate_paths(
         if all_loaded and any(p.is_dir() for p in paths):
             problems += unused_templates(sources, templates_dir, templates)
     unique = sorted(set(problems), key=sort_key)
-    return ValidationReport(len(sources), len(templates), unique)
+    notes = lifecycle_notes(paths, sources)
+    return ValidationReport(len(sources), len(templates), unique, notes)
 
 
 # -- across sequences ---------------------------------------------------------------------

@@ -31,7 +31,7 @@ from nurture.db.models import Lead
 from nurture.db.session import transaction
 from nurture.funnel.decisions import SalesDecision
 from nurture.funnel.sales import apply_decision
-from nurture.program.validate import validate_path
+from nurture.program.validate import validate_path, validate_paths
 from nurture.runtime import Runtime
 
 # The marketing track as shipped tracks have it: 120 days before a lead may enter again.
@@ -133,13 +133,22 @@ def errors_and_warnings(folder: Path) -> list[str]:
 
 
 def test_validate_names_the_personas_that_fall_back_to_the_generic_track(tmp_path: Path) -> None:
-    folder = program_folder(tmp_path)
-    shown = [p for p in errors_and_warnings(folder) if "reject_reasons.timing" in p]
-    assert shown == [
-        f"{folder}/lifecycle.yaml:{line_of(folder / 'lifecycle.yaml', 'sequence: renurture')}: "
-        "warning: sales.reject_reasons.timing: tester has no re-nurture sequence of its own "
-        "and gets the generic 'renurture' (by_persona names one per persona)"
+    folder = program_folder(
+        tmp_path,
+        (
+            "lifecycle.yaml",
+            "      sequence: renurture\n",
+            "      sequence: renurture\n      by_persona:\n        tester: renurture-tester\n",
+        ),
+        ("nurture.yaml", "personas: [tester]", "personas: [tester, hr_manager]"),
+    )
+    (folder / "renurture-tester.yaml").write_text(PERSONA_TRACK)
+    report = validate_paths([folder], TEMPLATES, "en")
+    assert report.notes == [
+        "re-nurture for timing: hr_manager -> renurture (generic), tester -> renurture-tester",
+        "re-nurture for no_budget: hr_manager -> its usual track, tester -> its usual track",
     ]
+    assert [p for p in report.problems if "reject_reasons" in p.message] == []
 
 
 def test_validate_warns_when_a_reason_leads_nowhere(tmp_path: Path) -> None:
@@ -150,7 +159,7 @@ def test_validate_warns_when_a_reason_leads_nowhere(tmp_path: Path) -> None:
     assert len(shown) == 1
     assert "warning: sales.reject_reasons.no_budget: no re-nurture sequence" in shown[0]
     assert "tester at awareness (nurture: entry once)" in shown[0]
-    assert "tester at consideration (no sequence is written for it)" in shown[0]
+    assert "consideration" not in shown[0]  # no track there at all: not recycling's doing
 
 
 def test_a_persona_track_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
@@ -168,7 +177,3 @@ def test_a_persona_track_that_does_not_exist_is_an_error(tmp_path: Path) -> None
         and "warning" not in p
         for p in shown
     ), shown
-
-
-def line_of(file: Path, text: str) -> int:
-    return next(n for n, line in enumerate(file.read_text().splitlines(), 1) if text in line)
