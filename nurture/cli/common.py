@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
+import typer
 from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,3 +23,17 @@ def database_problem(
     if missing:
         return f"the database at {where} lacks {', '.join(missing)}: run `nurture db upgrade`"
     return None
+
+
+def parse_instant(text: str | None, option: str = "--now") -> datetime:
+    """An ``--now``-style option: an ISO time with its zone (``2026-03-02T09:00+09:00``),
+    in UTC; the current time when not given. A bad or zone-less time is a usage error."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO time: {text!r}", param_hint=option) from exc
+    if at.tzinfo is None:
+        raise typer.BadParameter("give a time zone, e.g. 2026-03-02T09:00+09:00", param_hint=option)
+    return at.astimezone(UTC)

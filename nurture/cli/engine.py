@@ -16,6 +16,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from nurture.bootstrap import build_runtime
+from nurture.cli.common import parse_instant
 from nurture.cli.output import SafeConsole, echo_json, show_time, table_console
 from nurture.cli.web import serve_in_thread
 from nurture.db import migrate
@@ -142,7 +143,7 @@ def tick(
     now: Annotated[str | None, typer.Option(help="ISO time of the pass (default: now).")] = None,
 ) -> None:
     """One scheduler pass in-process: for cron users and debugging."""
-    at = _parse_now(now)
+    at = parse_instant(now)
     rt = _runtime_or_exit(at, "nurture tick")
     report = run_tick(rt, at)
     console.print(
@@ -152,20 +153,6 @@ def tick(
     if report.total_sent:
         _print_sent(report)
     rt.close()
-
-
-def _parse_now(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"not an ISO time: {text!r}", param_hint="--now") from exc
-    if at.tzinfo is None:
-        raise typer.BadParameter(
-            "give a time zone, e.g. 2026-03-02T09:00+09:00", param_hint="--now"
-        )
-    return at.astimezone(UTC)
 
 
 def run(

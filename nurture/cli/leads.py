@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nurture.bootstrap import build_runtime
-from nurture.cli.common import database_problem
+from nurture.cli.common import database_problem, parse_instant
 from nurture.cli.output import (
     SafeConsole,
     count_table,
@@ -73,13 +73,22 @@ def import_command(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 when any row was skipped (for scripts).")
     ] = False,
+    now: Annotated[
+        str | None,
+        typer.Option(help="ISO time the import happens at, with its zone (default: now)."),
+    ] = None,
 ) -> None:
     """Import (upsert by email) and enroll the leads of a CSV file; bad rows are skipped."""
     settings = load_settings()
+    at = parse_instant(now)  # as `nurture tick --now`: rehearse a day on a copy of the db
     console, err_console = SafeConsole(), SafeConsole(stderr=True)
     try:
         report = _run_import(
-            settings, file, sequences or settings.sequences_dir, None if as_json else err_console
+            settings,
+            file,
+            sequences or settings.sequences_dir,
+            None if as_json else err_console,
+            at,
         )
     except Fatal as exc:
         if as_json:
@@ -99,10 +108,14 @@ def import_command(
 
 
 def _run_import(
-    settings: Settings, file: Path, sequences: Path, err_console: Console | None
+    settings: Settings,
+    file: Path,
+    sequences: Path,
+    err_console: Console | None,
+    now: datetime,
 ) -> ImportReport:
-    """Check the file, publish the program, import; ``err_console`` None means quiet."""
-    now = datetime.now(UTC)
+    """Check the file, publish the program, import at ``now``; ``err_console`` None means
+    quiet."""
     try:
         check_file(file)
     except ImportAborted as exc:

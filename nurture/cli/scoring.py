@@ -20,6 +20,7 @@ from nurture.leads.view import DEFAULT_LIMIT, LeadView, find_lead_id, lead_view
 from nurture.scoring.loading import ScoringError, load_rules, scoring_path
 from nurture.scoring.points import ScoreBreakdown
 from nurture.scoring.rules import ScoringRules
+from nurture.sequences.catalog import Catalog
 from nurture.settings import Settings, load_settings
 
 app = typer.Typer(help="One lead: its score explained, its timeline.", no_args_is_help=True)
@@ -90,7 +91,13 @@ def _load(
     try:
         with make_session_factory(engine)() as session:
             lead_id = find_lead_id(session, email)
-            view = lead_view(session, lead_id, at, limit=limit, rules=rules) if lead_id else None
+            # The published sequences say why a step waits (read only: nothing is published).
+            catalog = Catalog.from_db(session)
+            view = (
+                lead_view(session, lead_id, at, limit=limit, rules=rules, catalog=catalog)
+                if lead_id
+                else None
+            )
     finally:
         engine.dispose()
     if view is None:
@@ -139,8 +146,12 @@ def _print_lead(console: Console, view: LeadView, zone: ZoneInfo) -> None:
     for e in view.enrollments or []:
         nxt = f", next run {_time(e.next_run_at, zone)}" if e.next_run_at else ""
         console.print(f"  enrollment: {e.sequence} v{e.version}, step {e.step} ({e.status}{nxt})")
+        if e.waiting:
+            console.print(f"    waits: {escape(e.waiting)}")
     if not view.enrollments:
         console.print("  enrollment: none")
+    if view.not_enrolled:
+        console.print(f"  not in a sequence now: {escape(view.not_enrolled)}")
 
 
 def _print_score(console: Console, score: ScoreBreakdown, zone: ZoneInfo) -> None:

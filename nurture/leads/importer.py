@@ -268,12 +268,14 @@ def _upsert(
             continue  # nothing of the row is applied
         touched[key] = None
         if key in existing:
-            _update(existing[key], row.lead)
+            _update(existing[key], row.lead, now)
         elif key in new:
             # The same email twice in a file: the later row updates what the earlier gave.
             _merge(new[key], row.lead)
         else:
-            new[key] = row.lead.new_lead_values(default_timezone)
+            # Stamped with the import's moment (``--now`` rehearses another one).
+            values = row.lead.new_lead_values(default_timezone)
+            new[key] = {**values, "created_at": now, "updated_at": now}
             result.created += 1
             continue
         result.updated += 1
@@ -342,7 +344,7 @@ def _record_stages(
         change_stage(session, leads[key], target, reason, ACTOR, now, funnel=funnel)
 
 
-def _update(lead: Lead, given: LeadIn) -> None:
+def _update(lead: Lead, given: LeadIn, now: datetime) -> None:
     """Overwrite only what the row gives; attributes are merged. The stored email (and its
     case) stays: the row matched it case-insensitively. The stage moves in _record_stages."""
     for name, value in given.provided().items():
@@ -350,6 +352,7 @@ def _update(lead: Lead, given: LeadIn) -> None:
             lead.attributes = {**(lead.attributes or {}), **value}
         elif name not in ("email", STAGE_FIELD):
             setattr(lead, name, value)
+    lead.updated_at = now
 
 
 def _merge(values: dict[str, Any], given: LeadIn) -> None:

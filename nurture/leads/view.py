@@ -17,6 +17,9 @@ from nurture.db.models import Enrollment, Event, Lead, Message, ScoreEntry, Stag
 from nurture.scoring.points import ScoreBreakdown, entry_value
 from nurture.scoring.rules import ScoringRules
 from nurture.scoring.scores import lead_score
+from nurture.sequences.catalog import Catalog, UnknownSequenceVersion
+from nurture.sequences.enrollment import enrollment_decision
+from nurture.sequences.waiting import EnrollmentState, why_waiting
 
 DEFAULT_LIMIT = 30
 # At the same instant: cause, then effect (points make an MQL).
@@ -66,6 +69,8 @@ class EnrollmentView:
     status: str
     next_run_at: datetime | None
     entered_at: datetime
+    # Why the next step has not run yet (a wait, the window, the cap, a retry), or "".
+    waiting: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The enrollment as JSON data."""
@@ -76,6 +81,7 @@ class EnrollmentView:
             "status": self.status,
             "next_run_at": self.next_run_at.isoformat() if self.next_run_at else None,
             "entered_at": self.entered_at.isoformat(),
+            "waiting": self.waiting,
         }
 
 
@@ -88,6 +94,8 @@ class LeadView:
     enrollments: list[EnrollmentView]
     score: ScoreBreakdown
     timeline: list[TimelineItem] = field(default_factory=list)
+    # Without an active enrollment: why the lead is in no sequence now (cool-down, ...).
+    not_enrolled: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The view as JSON data."""
@@ -95,6 +103,7 @@ class LeadView:
             "id": self.lead_id,
             "lead": self.fields,
             "enrollments": [e.to_json() for e in self.enrollments],
+            "not_enrolled": self.not_enrolled,
             "score": self.score.to_json(),
             "timeline": [item.to_json() for item in self.timeline],
         }
@@ -113,21 +122,25 @@ def lead_view(
     *,
     limit: int = DEFAULT_LIMIT,
     rules: ScoringRules,
+    catalog: Catalog | None = None,
     newest_first: bool = True,
     per_kind: bool = False,
 ) -> LeadView | None:
     """The lead as of ``at`` (its score, and the timeline up to then), or None. The
     timeline holds the newest ``limit`` items (``per_kind``: of each kind), newest first
-    or in time order."""
+    or in time order. ``catalog``: the sequences, to say why a step waits or why the lead
+    is in none."""
     lead = session.get(Lead, lead_id)
     if lead is None:
         return None
+    enrollments = _enrollments(session, lead_id, at, catalog)
     return LeadView(
         lead_id=lead.id,
         fields=_fields(lead),
-        enrollments=_enrollments(session, lead_id),
+        enrollments=enrollments,
         score=lead_score(session, lead_id, at, rules=rules),
         timeline=timeline(session, lead_id, at, limit, rules, newest_first, per_kind),
+        not_enrolled=_not_enrolled(session, lead, at, catalog, enrollments),
     )
 
 
@@ -139,7 +152,9 @@ def _fields(lead: Lead) -> dict[str, Any]:
     return values
 
 
-def _enrollments(session: Session, lead_id: int) -> list[EnrollmentView]:
+def _enrollments(
+    session: Session, lead_id: int, at: datetime, catalog: Catalog | None
+) -> list[EnrollmentView]:
     """Active enrollments; or else the latest one, to say how the last sequence ended."""
     query = select(Enrollment).where(Enrollment.lead_id == lead_id)
     rows = list(session.scalars(query.order_by(Enrollment.entered_at.desc(), Enrollment.id.desc())))
@@ -152,9 +167,37 @@ def _enrollments(session: Session, lead_id: int) -> list[EnrollmentView]:
             e.status if e.status == "active" else f"{e.status}: {e.exit_reason}".rstrip(": "),
             e.next_run_at,
             e.entered_at,
+            _waiting(session, e, at, catalog),
         )
         for e in shown
     ]
+
+
+def _waiting(session: Session, e: Enrollment, at: datetime, catalog: Catalog | None) -> str:
+    state = EnrollmentState(
+        e.status, e.current_step, e.next_run_at, e.last_deferral, e.claimed_until
+    )
+    spec = None
+    if catalog is not None:
+        try:
+            spec = catalog.spec(e.sequence_key, e.sequence_version, session)
+        except UnknownSequenceVersion:
+            spec = None
+    return why_waiting(state, spec, at)
+
+
+def _not_enrolled(
+    session: Session,
+    lead: Lead,
+    at: datetime,
+    catalog: Catalog | None,
+    enrollments: list[EnrollmentView],
+) -> str:
+    """Why a lead without an active enrollment is in no sequence now ("" otherwise)."""
+    if catalog is None or any(e.status == "active" for e in enrollments):
+        return ""
+    decision = enrollment_decision(session, lead, catalog, at)
+    return "" if decision.enroll else decision.detail
 
 
 def timeline(

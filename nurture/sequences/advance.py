@@ -98,8 +98,8 @@ def forget_unsaved(state: BatchState, enrollment: Enrollment) -> None:
 
 def park(enrollment: Enrollment, exc: Exception, now: datetime) -> None:
     """Keep the enrollment at its step, due again after PARK_DELAY, the error recorded."""
-    enrollment.last_deferral = f"error: {describe(exc)}"[:200]
     schedule(enrollment, enrollment.current_step, now + PARK_DELAY)
+    enrollment.last_deferral = f"error: {describe(exc)}"[:200]
 
 
 def with_message_id(send: PendingSend, state: BatchState) -> PendingSend:
@@ -188,15 +188,18 @@ def _apply(
 
 
 def schedule(enrollment: Enrollment, step_id: str, run_at: datetime) -> None:
+    """Run ``step_id`` at ``run_at``, claim released. ``last_deferral`` says why only while
+    the run it names is the one scheduled: a new schedule clears it (defer sets it again)."""
     enrollment.current_step = step_id
     enrollment.next_run_at = run_at
     enrollment.claim_token = None
     enrollment.claimed_until = None
+    enrollment.last_deferral = ""
 
 
 def defer(session: Session, enrollment: Enrollment, decision: Defer, now: datetime) -> None:
-    enrollment.last_deferral = f"{decision.reason} until {decision.run_at.isoformat()}"
     schedule(enrollment, decision.step_id, decision.run_at)
+    enrollment.last_deferral = f"{decision.reason} until {decision.run_at.isoformat()}"
     record_event(
         session,
         lead_id=enrollment.lead_id,

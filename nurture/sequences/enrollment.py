@@ -76,6 +76,16 @@ def enroll_many(
     ]
 
 
+def enrollment_decision(
+    session: Session, lead: Lead, catalog: Catalog, now: datetime
+) -> EnrollmentDecision:
+    """What the audience rules say of ``lead`` now, without enrolling it: which sequence it
+    would enter, or why none (in cool-down until when, entered once already, ...)."""
+    history = _histories(session, [lead.id]).get(lead.id, [])
+    suppressed = lead.email.lower() in _suppressed(session, [lead.email])
+    return _decide(lead, suppressed, catalog.specs(), history, now, returning=False)
+
+
 def _decide(
     lead: Lead,
     suppressed: bool,

@@ -152,11 +152,18 @@ def get_lead(
     time order (the most recent ``limit`` of each kind): the view ``nurture lead show``
     prints."""
     now = context.clock()
-    rules = context.funnel().rules
+    funnel = context.funnel()
     with context.runtime.sessions() as session:
         lead = session.get(Lead, lead_id)
         view = lead_view(
-            session, lead_id, now, limit=limit, rules=rules, newest_first=False, per_kind=True
+            session,
+            lead_id,
+            now,
+            limit=limit,
+            rules=funnel.rules,
+            catalog=funnel.catalog,
+            newest_first=False,
+            per_kind=True,
         )
         if lead is None or view is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no lead with id {lead_id}")
@@ -165,6 +172,7 @@ def get_lead(
             "lead": LeadOut.of(lead).model_dump(mode="json"),
             "score": shown["score"],
             "enrollments": shown["enrollments"],
+            "not_enrolled": shown["not_enrolled"],
             "timeline": shown["timeline"],
         }
 

@@ -4,6 +4,7 @@ learns from the exit status that some rows were skipped."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
 from nurture.cli import app
-from nurture.db.models import Lead
+from nurture.db.models import Enrollment, Lead
 
 SEQUENCE_YAML = """\
 key: it-awareness
@@ -70,3 +71,22 @@ def test_strict_exits_one_when_rows_were_skipped(
     assert clean_strict.exit_code == 0, clean_strict.output
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Lead)) == 2
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_now_rehearses_the_import_at_another_moment(
+    db_url: str, tmp_path: Path, sequences: Path, session_factory: sessionmaker[Session]
+) -> None:
+    """``--now``, as ``nurture tick --now``: the leads are created and enrolled then, so a
+    rehearsal of a day (import, then ticks) runs on one clock."""
+    rows = write_csv(tmp_path, "rows.csv", "ana@acme.io,Ana,it-leader,awareness,lead")
+    at = "2026-03-02T09:00+09:00"
+    result = import_csv(db_url, rows, sequences, "--now", at)
+    assert result.exit_code == 0, result.output
+    with session_factory() as session:
+        lead = session.scalars(select(Lead)).one()
+        enrollment = session.scalars(select(Enrollment)).one()
+    expected = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+    assert (lead.created_at, enrollment.entered_at, enrollment.next_run_at) == (expected,) * 3
+    naive = import_csv(db_url, rows, sequences, "--now", "2026-03-02T09:00")
+    assert naive.exit_code == 2 and "give a time zone" in naive.output
