@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     utm_campaign: str = "{sequence}"
     utm_content: str = "{step}"
 
+    # Opens and clicks one tracking token, or one client address, may record per window;
+    # beyond that they are answered as usual and recorded nowhere (0: no limit).
+    track_limit_per_token: int = Field(default=20, ge=0)
+    track_limit_per_address: int = Field(default=600, ge=0)
+    track_limit_seconds: float = Field(default=600.0, gt=0)
+
     # Bot and scanner filtering: such opens and clicks are stored with is_human=False and
     # never scored. A click this soon after the send is a link scanner, not a person.
     bot_click_seconds: float = Field(default=5.0, ge=0)

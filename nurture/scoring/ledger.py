@@ -35,6 +35,7 @@ from nurture.scoring.points import (
     engagement_hits,
     profile_changes,
 )
+from nurture.scoring.repeats import repeated
 from nurture.scoring.rules import EventFacts, ScoringRules
 
 SCORE_ENTRIES = cast(Table, ScoreEntry.__table__)
@@ -82,7 +83,8 @@ def score_claimed(
     human: list[Any] = [row for row in rows if row.is_human and row.lead_id is not None]
     if human and rules.event_rules:
         messages = _message_steps(session, human)
-        facts = sorted((_facts(row, messages, now) for row in human), key=_in_time_order)
+        repeats = repeated(session, human, rules.repeat_window)
+        facts = sorted((_facts(row, messages, now, repeats) for row in human), key=_in_time_order)
         prior = _cap_history(session, rules, facts)
         _insert_hits(session, _event_hits(rules, facts, prior), now)
     return {row.lead_id for row in human}
@@ -134,7 +136,9 @@ def _message_steps(session: Session, rows: Sequence[Any]) -> dict[int, tuple[str
     return messages
 
 
-def _facts(row: Any, messages: dict[int, tuple[str, str]], now: datetime) -> EventFacts:
+def _facts(
+    row: Any, messages: dict[int, tuple[str, str]], now: datetime, repeats: set[int]
+) -> EventFacts:
     """What rules see of an event; its time clamped to ``now`` (a hit is not dated after
     it was scored, so a clock running ahead cannot hide it from the score)."""
     data = row.data or {}
@@ -148,6 +152,7 @@ def _facts(row: Any, messages: dict[int, tuple[str, str]], now: datetime) -> Eve
         is_human=True,
         sequence=str(data.get("sequence") or sequence),
         step=str(data.get("step") or step),
+        repeat=row.id in repeats,
     )
 
 

@@ -235,9 +235,34 @@ def engagement_hits(
     hits = []
     for rule in rules.for_event(event.type):
         if rule.matches(event):
+            if event.repeat:
+                hits.append(_repeat_hit(rule, event, rules))
+                continue
             capped = _over_cap(rule, event.occurred_at, prior.get(rule.name, ()))
             hits.append(_event_hit(rule, event, capped))
     return hits
+
+
+def _repeat_hit(rule: EventRule, event: EventFacts, rules: ScoringRules) -> Hit:
+    """A repeated open or click: on the ledger with 0 points, saying why."""
+    what = "open of this message" if event.type == "opened" else "click of this link"
+    window = _days(rules.repeat_window)
+    detail = f"repeat ({what} counted within {window}): {describe_event(event)}"
+    return Hit(
+        rule=rule.name,
+        category=rule.category,
+        points=0.0,
+        decays=rule.decays,
+        occurred_at=event.occurred_at,
+        detail=_clip(detail),
+        event_id=event.id,
+        capped=True,
+    )
+
+
+def _days(span: timedelta) -> str:
+    days = span / timedelta(days=1)
+    return f"{days:g}d" if days >= 1 else f"{span.total_seconds() / 3600:g}h"
 
 
 def _over_cap(rule: EventRule, at: datetime, times: Sequence[datetime]) -> bool:

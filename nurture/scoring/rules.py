@@ -24,6 +24,7 @@ from nurture.scoring.spec import (
 FIT, ENGAGEMENT, NEGATIVE = "fit", "engagement", "negative"
 CATEGORIES = (FIT, ENGAGEMENT, NEGATIVE)
 DEFAULT_HALF_LIFE = timedelta(days=90)
+DEFAULT_REPEAT_WINDOW = timedelta(days=30)  # as scoring.spec.DEFAULT_REPEAT_WINDOW
 _NUMBER = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
 
 Values = Mapping[str, Any]
@@ -44,6 +45,9 @@ class EventFacts:
     is_human: bool = True
     sequence: str = ""
     step: str = ""
+    # An open of the same message, or a click of the same link, already counted within the
+    # rules' repeat window: its hits are kept with 0 points.
+    repeat: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class ScoringRules:
     by_event: Mapping[str, tuple[EventRule, ...]] = field(default_factory=dict)
     # False when there was no scoring file: nothing is scored, and nothing taken back.
     loaded: bool = False
+    repeat_window: timedelta = DEFAULT_REPEAT_WINDOW
 
     @classmethod
     def build(
@@ -113,6 +118,7 @@ class ScoringRules:
         event_rules: tuple[EventRule, ...] = (),
         silence_rules: tuple[SilenceRule, ...] = (),
         source: str = "",
+        repeat_window: timedelta = DEFAULT_REPEAT_WINDOW,
     ) -> ScoringRules:
         """Rules indexed by the event types they count."""
         index: dict[str, list[EventRule]] = {}
@@ -120,7 +126,16 @@ class ScoringRules:
             for event_type in sorted(rule.events):
                 index.setdefault(event_type, []).append(rule)
         by_event = {k: tuple(v) for k, v in index.items()}
-        return cls(half_life, attribute_rules, event_rules, silence_rules, source, by_event, True)
+        return cls(
+            half_life,
+            attribute_rules,
+            event_rules,
+            silence_rules,
+            source,
+            by_event,
+            True,
+            repeat_window,
+        )
 
     def for_event(self, event_type: str) -> tuple[EventRule, ...]:
         return self.by_event.get(event_type, ())
@@ -167,7 +182,10 @@ def compile_rules(spec: ScoringSpec, source: str = "") -> ScoringRules:
             assert n.silent_for is not None
             silence.append(SilenceRule(name, n.points, n.silent_for.span))
     half_life = calendar_span(spec.half_life)
-    return ScoringRules.build(half_life, tuple(attribute), tuple(events), tuple(silence), source)
+    repeat = calendar_span(spec.repeat_window)
+    return ScoringRules.build(
+        half_life, tuple(attribute), tuple(events), tuple(silence), source, repeat
+    )
 
 
 def _event_rule(

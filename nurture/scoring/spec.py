@@ -35,6 +35,9 @@ from nurture.core.vocabulary import (  # noqa: F401 - re-exported for scoring ca
 
 SCORING_KIND = "scoring"
 DEFAULT_HALF_LIFE = "90d"
+# A human open of a message, or click of one of its links, scores once in this window:
+# the same link clicked again (a reader coming back, a replayed request) adds nothing.
+DEFAULT_REPEAT_WINDOW = "30d"
 MAX_RULE_NAME = 120  # the ledger's rule column
 
 
@@ -242,11 +245,12 @@ class ScoringSpec(Strict):
 
     description: str = ""
     half_life: DurationText = Field(default=DEFAULT_HALF_LIFE, validate_default=True)
+    repeat_window: DurationText = Field(default=DEFAULT_REPEAT_WINDOW, validate_default=True)
     fit: dict[RuleName, FitRule] = Field(default_factory=dict)
     engagement: dict[RuleName, EngagementRule] = Field(default_factory=dict)
     negative: dict[RuleName, NegativeRule] = Field(default_factory=dict)
 
-    @field_validator("half_life")
+    @field_validator("half_life", "repeat_window")
     @classmethod
     def _calendar(cls, value: Duration) -> Duration:
         calendar_span(value)

@@ -168,6 +168,8 @@ class HitRequest:
     message_id: int
     position: int
     hit: Hit
+    # False beyond the rate limits: answered (the URL is looked up) but not recorded.
+    record: bool = True
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def _open(
 ) -> HitOutcome | int:
     if message is None:
         return NOT_FOUND
-    if message.erased:
+    if message.erased or not request.record:
         return HitOutcome(True)
     reason = judge_open(rules, request.hit, message.sent_at)
     return _add_row(rows, message, request, "", reason)
@@ -242,7 +244,7 @@ def _click(
     url = links.get(request.message_id, {}).get(request.position) if message else None
     if message is None or url is None:
         return NOT_FOUND
-    if message.erased:
+    if message.erased or not request.record:
         return HitOutcome(True, url)
     clicks = earlier.setdefault(message.id, [])
     history = [(c.position, c.at) for c in clicks]

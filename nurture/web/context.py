@@ -21,6 +21,7 @@ from nurture.runtime import Runtime
 from nurture.settings import Settings
 from nurture.tracking.bots import BotRules
 from nurture.tracking.hits import HitStore
+from nurture.tracking.limits import HitLimiter
 from nurture.web.capture import HitWriter
 from nurture.web.processor import BackgroundProcessor
 
@@ -42,6 +43,7 @@ class WebContext:
     _checked_at: float = float("-inf")
 
     def __post_init__(self) -> None:
+        self.limiter = HitLimiter.from_settings(self.runtime.settings)
         # Hits go to the writer thread; their event ids, once committed, to the processor.
         self.processor = BackgroundProcessor(self._process_batch)
         self.writer = HitWriter(self.hits, self.rules, self.processor.submit)

@@ -30,6 +30,11 @@ def _hit(context: WebContext, request: Request) -> Hit:
     return Hit(context.clock(), request.headers.get("user-agent", ""), client)
 
 
+def _within_limits(context: WebContext, token: str, hit: Hit) -> bool:
+    """Whether this hit is recorded; beyond the limits it is only answered."""
+    return context.limiter.allow(token, hit.ip, hit.at)
+
+
 def _not_found() -> Response:
     return Response(status_code=404, headers=NO_STORE)
 
@@ -42,7 +47,9 @@ async def open_pixel(token: str, request: Request) -> Response:
         message_id = message_of(context.settings.token_keys, "open", token)
     except BadToken:
         return _not_found()
-    outcome = await _record(context, HitRequest("opened", message_id, 0, _hit(context, request)))
+    hit = _hit(context, request)
+    recorded = _within_limits(context, token, hit)
+    outcome = await _record(context, HitRequest("opened", message_id, 0, hit, recorded))
     if not outcome.found:
         return _not_found()
     return Response(pages.GIF, media_type="image/gif", headers=NO_STORE)
@@ -56,7 +63,8 @@ async def click(token: str, request: Request) -> Response:
         message_id, position = link_of(context.settings.token_keys, token)
     except BadToken:
         return _not_found()
-    hit = HitRequest("clicked", message_id, position, _hit(context, request))
+    seen = _hit(context, request)
+    hit = HitRequest("clicked", message_id, position, seen, _within_limits(context, token, seen))
     outcome = await _record(context, hit)
     # Only http(s) links are ever stored; anything else is refused, never followed.
     if not outcome.found or not outcome.url.lower().startswith(("https://", "http://")):
