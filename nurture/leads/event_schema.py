@@ -4,14 +4,20 @@ field."""
 from __future__ import annotations
 
 import json
-import math
 from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from nurture.core.vocabulary import SITE_EVENTS
-from nurture.leads.schema import check_one_line, check_text, normalize_email
+from nurture.leads import documented
+from nurture.leads.schema import (
+    MAX_ATTRIBUTE_DEPTH,
+    check_json_value,
+    check_one_line,
+    check_text,
+    normalize_email,
+)
 
 # Site behavior the API takes. Delivery and email engagement events (sent, opened,
 # clicked, unsubscribed, ...) are written by the engine and the tracking endpoints only.
@@ -50,7 +56,9 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     email: str = Field(
-        max_length=320, description="The lead's address (matched case-insensitively)."
+        max_length=320,
+        description="The lead's address (matched case-insensitively).",
+        json_schema_extra=documented.EMAIL,
     )
     type: EventType
     occurred_at: AwareDatetime | None = Field(
@@ -60,14 +68,18 @@ class EventIn(BaseModel):
         default=None,
         min_length=1,
         max_length=MAX_DEDUPE_KEY,
+        json_schema_extra=documented.ONE_LINE,
         description="Your unique id of the event; default: a hash of its content.",
     )
-    url: str = Field(default="", max_length=2000)
-    title: str = Field(default="", max_length=500)
+    url: str = Field(default="", max_length=2000, json_schema_extra=documented.ONE_LINE)
+    title: str = Field(default="", max_length=500, json_schema_extra=documented.ONE_LINE)
     content_stage: ContentStage | None = Field(
         default=None, description="Stage of the content: awareness, consideration or decision."
     )
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra=documented.properties(MAX_ATTRIBUTE_DEPTH, MAX_PROPERTIES_BYTES),
+    )
 
     @field_validator("email", "url", "title", "dedupe_key", mode="before")
     @classmethod
@@ -79,6 +91,14 @@ class EventIn(BaseModel):
     def _email(cls, value: str) -> str:
         return _normalized_email(value)
 
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _instant(cls, value: Any) -> Any:
+        # pydantic would read a number as Unix seconds: the API takes ISO 8601 text only.
+        if isinstance(value, (int, float)):
+            raise ValueError("expected an ISO 8601 date-time such as 2026-03-02T09:00:00+09:00")
+        return value
+
     @field_validator("content_stage", mode="before")
     @classmethod
     def _stage(cls, value: Any) -> Any:
@@ -89,7 +109,12 @@ class EventIn(BaseModel):
     @field_validator("properties")
     @classmethod
     def _properties(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _check_json(value)
+        for key, item in value.items():
+            try:
+                check_text(key)
+                check_json_value(item)
+            except ValueError as exc:
+                raise ValueError(f"{key!r} {exc}") from None
         size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
         if size > MAX_PROPERTIES_BYTES:
             raise ValueError(f"are {size} bytes as JSON; at most {MAX_PROPERTIES_BYTES}")
@@ -101,21 +126,6 @@ def _normalized_email(value: str) -> str:
     # A batch names the same leads again and again, and the check costs ~40 µs: a pure
     # function of the text, remembered (an invalid address raises, which is not cached).
     return normalize_email(value)
-
-
-def _check_json(value: Any) -> None:
-    """Refuse text the database cannot store anywhere inside a JSON value."""
-    if isinstance(value, str):
-        check_text(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(str(key))
-            _check_json(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json(item)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not JSON")
 
 
 class EventBatch(BaseModel):

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from nurture.core.stages import JourneyStage, LifecycleStage
+from nurture.leads import documented
 
 # ISO 3166-1 alpha-2, plus XK (Kosovo), which CRMs use although it is user-assigned.
 _COUNTRIES = """
@@ -52,6 +53,7 @@ MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTES_BYTES = 16_000
 MAX_ATTRIBUTE_DEPTH = 4
 ATTRIBUTES_FIELD = "attributes"
+MAX_COMPANY_SIZE = 2_000_000_000
 
 
 def check_json_value(value: Any, depth: int = 0) -> Any:
@@ -85,20 +87,32 @@ class LeadIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     # Lengths match the database columns, so a long value is a row error, not a failed batch.
-    email: str = Field(max_length=320)
-    first_name: str = Field(default="", max_length=120)
-    last_name: str = Field(default="", max_length=120)
-    company: str = Field(default="", max_length=200)
-    title: str = Field(default="", max_length=200)
-    industry: str = Field(default="", max_length=120)
-    company_size: int | None = Field(default=None, ge=0, le=2_000_000_000)
-    country: str = ""
-    timezone: str = ""
-    locale: str = ""
-    persona: str = Field(default="", max_length=64)
+    email: str = Field(max_length=320, json_schema_extra=documented.EMAIL)
+    first_name: str = Field(default="", max_length=120, json_schema_extra=documented.ONE_LINE)
+    last_name: str = Field(default="", max_length=120, json_schema_extra=documented.ONE_LINE)
+    company: str = Field(default="", max_length=200, json_schema_extra=documented.ONE_LINE)
+    title: str = Field(default="", max_length=200, json_schema_extra=documented.ONE_LINE)
+    industry: str = Field(default="", max_length=120, json_schema_extra=documented.ONE_LINE)
+    company_size: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_COMPANY_SIZE,
+        json_schema_extra=documented.company_size(MAX_COMPANY_SIZE),
+    )
+    country: str = Field(
+        default="", json_schema_extra=documented.country(COUNTRY_CODES, COUNTRY_ALIASES)
+    )
+    timezone: str = Field(default="", json_schema_extra=documented.timezone)
+    locale: str = Field(default="", json_schema_extra=documented.LOCALE)
+    persona: str = Field(default="", max_length=64, json_schema_extra=documented.ONE_LINE)
     journey_stage: JourneyStage = JourneyStage.awareness
     lifecycle_stage: LifecycleStage = LifecycleStage.lead
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    attributes: dict[str, AttributeValue] = Field(
+        default_factory=dict,
+        json_schema_extra=documented.attributes(
+            MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_DEPTH, MAX_ATTRIBUTES_BYTES
+        ),
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -113,12 +127,14 @@ class LeadIn(BaseModel):
     @field_validator("company_size", mode="before")
     @classmethod
     def _company_size(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true is not a head count (pydantic takes it as 1)
+            raise ValueError("expected a whole number like 250, got a boolean")
         if not isinstance(value, str):
             return value
         digits = re.sub(r"[,_\s]", "", value)
         if not digits:
             return None
-        if not digits.isdigit():
+        if not digits.isascii() or not digits.isdigit():
             raise ValueError(f"expected a whole number like 250 or 1,200, got {value!r}")
         return int(digits)
 

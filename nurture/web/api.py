@@ -22,10 +22,13 @@ from nurture.leads.events import IngestReport, store_events
 from nurture.leads.schema import LeadIn, lead_context
 from nurture.leads.upsert import UpsertRefused, UpsertResult, upsert_lead
 from nurture.leads.view import lead_view
+from nurture.web import openapi
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/api/v1", dependencies=[Depends(require_api_key)], responses=openapi.API_ERRORS
+)
 Context = Annotated[WebContext, Depends(web_context)]
 # Tags of the two shapes of POST /api/v1/events; error locations leave them out.
 SINGLE, BATCH = "single", "batch"
@@ -95,15 +98,16 @@ EventsBody = Annotated[
 @router.post(
     "/leads",
     response_model=UpsertOut,
-    responses={201: {"model": UpsertOut, "description": "Created"}},
+    responses={201: {"model": UpsertOut, "description": "Created"}, **openapi.CONFLICT},
     summary="Create or update a lead by email",
 )
 def post_lead(body: LeadIn, context: Context) -> JSONResponse:
     """Upsert by email (case-insensitive): given fields overwrite, attributes merge; the
     audience rules may enroll the lead. 201 when created, 200 when updated. A new
-    ``lifecycle_stage`` is a move the funnel must allow: 422 naming ``lifecycle_stage``
-    (and nothing changed) when it does not; 422 naming ``attributes`` when the merged
-    attributes would be more than 100 or 16 kB."""
+    ``lifecycle_stage`` is a move the funnel must allow: 409 naming ``lifecycle_stage``
+    (and nothing changed) when it does not; 409 naming ``attributes`` when the merged
+    attributes would be more than 100 or 16 kB. (422 is for a body that is wrong by
+    itself; 409 for a valid one the stored lead cannot take.)"""
     given = _with_personas(body, context)
     now = context.clock()
     for attempt in (1, 2):
@@ -117,7 +121,7 @@ def post_lead(body: LeadIn, context: Context) -> JSONResponse:
                 raise
         except UpsertRefused as exc:  # the transaction rolled back: nothing changed
             error = {"loc": ["body", exc.field], "field": exc.field, "msg": exc.message}
-            return JSONResponse({"detail": [{**error, "type": "value_error"}]}, status_code=422)
+            return JSONResponse({"detail": [{**error, "type": "conflict"}]}, status_code=409)
     code = status.HTTP_201_CREATED if out.created else status.HTTP_200_OK
     return JSONResponse(out.model_dump(mode="json"), status_code=code)
 
@@ -141,7 +145,11 @@ def _upsert_out(result: UpsertResult) -> UpsertOut:
     )
 
 
-@router.get("/leads/{lead_id}", summary="A lead with its score and timeline")
+@router.get(
+    "/leads/{lead_id}",
+    summary="A lead with its score and timeline",
+    responses=openapi.NOT_FOUND,
+)
 def get_lead(
     lead_id: LeadId,
     context: Context,
@@ -177,14 +185,20 @@ def get_lead(
         }
 
 
-@router.post("/leads/{lead_id}/erase", summary="Erase a lead's personal data")
+@router.post(
+    "/leads/{lead_id}/erase", summary="Erase a lead's personal data", responses=openapi.NOT_FOUND
+)
 def post_erase(lead_id: LeadId, context: Context) -> dict[str, Any]:
     """Right to be forgotten: personal data removed, a hashed suppression kept so the
     address is never mailed again; counts of messages and events stay as they were."""
     return _erase(lead_id, context)
 
 
-@router.delete("/leads/{lead_id}", summary="Erase a lead's personal data (same as /erase)")
+@router.delete(
+    "/leads/{lead_id}",
+    summary="Erase a lead's personal data (same as /erase)",
+    responses=openapi.NOT_FOUND,
+)
 def delete_lead(lead_id: LeadId, context: Context) -> dict[str, Any]:
     """The same as POST /api/v1/leads/{id}/erase: rows stay, personal data goes."""
     return _erase(lead_id, context)
@@ -204,26 +218,31 @@ def _erase(lead_id: int, context: WebContext) -> dict[str, Any]:
     responses={
         200: {"description": "A batch: what became of each event, by index"},
         201: {"model": EventOut, "description": "One event, stored"},
+        409: {"description": "One event: no lead has the address, it was erased, or it is future"},
     },
 )
 def post_events(body: EventsBody, context: Context) -> JSONResponse:
     """One event, or ``{"events": [...]}`` (one transaction). A known dedupe key is a
     duplicate, not an error. An unknown email creates the lead or is rejected
-    (NURTURE_UNKNOWN_EMAIL_EVENTS)."""
+    (NURTURE_UNKNOWN_EMAIL_EVENTS): 409 for one event, ``rejected`` in a batch's results;
+    so is an erased address, and an event after now (plus 5 minutes of clock skew)."""
     events = body.events if isinstance(body, EventBatch) else [body]
     report = _ingest(events, context)
     if isinstance(body, EventBatch):
         return JSONResponse(report.to_json())
     result = report.results[0]
     if result.status == "rejected":
-        errors = [
-            {"loc": ["body", f], "field": f, "msg": m, "type": "value_error"}
-            for f, m in result.errors
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return _rejected(result.errors)
     out = EventOut(status=result.status, event_id=result.event_id, lead_id=result.lead_id)
     code = status.HTTP_201_CREATED if result.status == "created" else status.HTTP_200_OK
     return JSONResponse(out.model_dump(exclude_none=True), status_code=code)
+
+
+def _rejected(problems: tuple[tuple[str, str], ...]) -> JSONResponse:
+    """409: a valid event the server cannot take as things stand (no lead has the address,
+    it was erased, or it happened after the server's now): the same shape as a 422."""
+    errors = [{"loc": ["body", f], "field": f, "msg": m, "type": "conflict"} for f, m in problems]
+    return JSONResponse({"detail": errors}, status_code=409)
 
 
 def _ingest(events: list[EventIn], context: WebContext) -> IngestReport:

@@ -23,7 +23,7 @@ from nurture.runtime import Runtime
 from nurture.settings import load_settings, require_strong_secret_key
 from nurture.tracking.bots import BotRules
 from nurture.tracking.hits import HitStore
-from nurture.web import api, pages, routes_sales, tracking
+from nurture.web import api, openapi, pages, routes_sales, tracking
 from nurture.web.context import WebContext
 
 DESCRIPTION = """Tracking endpoints (open pixel, click redirect, unsubscribe) and the JSON API
@@ -57,9 +57,17 @@ def create_app(runtime: Runtime, *, clock: Clock = utc_now, owns_runtime: bool =
     app.include_router(tracking.router)
     app.include_router(api.router)
     app.include_router(routes_sales.router)
-    app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="Health")
+    app.add_api_route(
+        "/healthz",
+        _healthz,
+        methods=["GET"],
+        tags=["health"],
+        summary="Health",
+        responses={503: {"description": "The database does not answer"}},
+    )
     if runtime.settings.bench_endpoints:
         app.add_api_route("/bench/noop.gif", _noop_gif, methods=["GET"], include_in_schema=False)
+    openapi.install(app)
     return app
 
 

@@ -18,11 +18,17 @@ from nurture.funnel.loading import LifecycleConfigError
 from nurture.funnel.machine import TransitionRefused
 from nurture.funnel.sales import DecisionRefused, apply_decision
 from nurture.funnel.status import lead_status
+from nurture.web import openapi
 from nurture.web.api import LeadId
 from nurture.web.auth import require_api_key
 from nurture.web.context import WebContext, web_context
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)], tags=["funnel"])
+router = APIRouter(
+    prefix="/api/v1",
+    dependencies=[Depends(require_api_key)],
+    tags=["funnel"],
+    responses={**openapi.API_ERRORS, **openapi.NOT_FOUND, **openapi.NO_FUNNEL},
+)
 Context = Annotated[WebContext, Depends(web_context)]
 
 
@@ -44,7 +50,7 @@ def _funnel(context: WebContext) -> Funnel:
 @router.post(
     "/leads/{lead_id}/decision",
     summary="A sales decision: accept, qualify, reject, disqualify, opportunity, customer",
-    responses={404: {"description": "No such lead"}, 409: {"description": "Not allowed now"}},
+    responses=openapi.CONFLICT,
 )
 def post_decision(lead_id: LeadId, body: SalesDecision, context: Context) -> dict[str, Any]:
     """Move the lead as sales decided. 422 when the decision lacks something (BANT answers
@@ -62,7 +68,7 @@ def post_decision(lead_id: LeadId, body: SalesDecision, context: Context) -> dic
             # The error shape of every /api/v1 route (see nurture/web/api.py).
             error = {"loc": ["body", exc.field], "field": exc.field, "msg": exc.message}
             detail = [{**error, "type": "value_error"}]
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail) from None
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail) from None
         except TransitionRefused as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         return {

@@ -17,6 +17,7 @@ from nurture.tracking.hits import HitOutcome, HitRequest
 from nurture.tracking.tokens import BadToken, link_of, message_of
 from nurture.web import pages
 from nurture.web.context import WebContext, web_context
+from nurture.web.openapi import BAD_TOKEN
 
 router = APIRouter(tags=["tracking"])
 Context = Annotated[WebContext, Depends(web_context)]
@@ -39,7 +40,7 @@ def _not_found() -> Response:
     return Response(status_code=404, headers=NO_STORE)
 
 
-@router.get("/o/{token}.gif", summary="Open pixel", response_class=Response)
+@router.get("/o/{token}.gif", summary="Open pixel", response_class=Response, responses=BAD_TOKEN)
 async def open_pixel(token: str, request: Request) -> Response:
     """A 1x1 GIF; records ``opened`` (non-human for privacy proxies and prefetches)."""
     context = await web_context(request)
@@ -55,7 +56,13 @@ async def open_pixel(token: str, request: Request) -> Response:
     return Response(pages.GIF, media_type="image/gif", headers=NO_STORE)
 
 
-@router.get("/c/{token}", summary="Click redirect", status_code=302, response_class=Response)
+@router.get(
+    "/c/{token}",
+    summary="Click redirect",
+    status_code=302,
+    response_class=Response,
+    responses=BAD_TOKEN,
+)
 async def click(token: str, request: Request) -> Response:
     """302 to the URL stored for this link of this message; records ``clicked``."""
     context = await web_context(request)
@@ -77,7 +84,9 @@ async def _record(context: WebContext, request: HitRequest) -> HitOutcome:
     return await asyncio.wrap_future(context.writer.submit(request))
 
 
-@router.get("/u/{token}", summary="Unsubscribe page", response_class=HTMLResponse)
+@router.get(
+    "/u/{token}", summary="Unsubscribe page", response_class=HTMLResponse, responses=BAD_TOKEN
+)
 def unsubscribe_page(token: str, context: Context) -> HTMLResponse:
     """A page that confirms with a button; a GET changes nothing (scanners follow links)."""
     try:
@@ -93,7 +102,12 @@ def unsubscribe_page(token: str, context: Context) -> HTMLResponse:
     return HTMLResponse(body, headers=NO_STORE)
 
 
-@router.post("/u/{token}", summary="One-click unsubscribe (RFC 8058)", response_class=HTMLResponse)
+@router.post(
+    "/u/{token}",
+    summary="One-click unsubscribe (RFC 8058)",
+    response_class=HTMLResponse,
+    responses=BAD_TOKEN,
+)
 def unsubscribe(token: str, context: Context) -> HTMLResponse:
     """Suppresses the address before answering (idempotent). Takes the one-click body
     ``List-Unsubscribe=One-Click`` or the confirmation form; no cookie, no redirect."""

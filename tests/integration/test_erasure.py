@@ -149,7 +149,7 @@ def test_tracking_hits_on_erased_mail_are_not_recorded(web: Web) -> None:
     assert web.client.post(links.unsubscribe).status_code == 200
     event = {"email": EMAIL, "type": "page_visit", "occurred_at": MONDAY.isoformat()}
     response = web.client.post("/api/v1/events", json=event, headers=AUTH)
-    assert response.status_code == 422 and "erased" in response.json()["detail"][0]["msg"]
+    assert response.status_code == 409 and "erased" in response.json()["detail"][0]["msg"]
     assert count(web.rt, Event) == before
 
 

@@ -150,7 +150,7 @@ def test_the_api_upsert_moves_the_stage_through_the_funnel(rt: Runtime) -> None:
             json={"email": "ana@acme.example", "title": "CEO", "lifecycle_stage": "customer"},
             headers=AUTH,
         )
-    assert refused.status_code == 422
+    assert refused.status_code == 409  # a valid body the lead's stage cannot take
     (error,) = refused.json()["detail"]
     assert error["loc"] == ["body", "lifecycle_stage"] and error["field"] == "lifecycle_stage"
     assert error["msg"].startswith("cannot move from mql to customer")

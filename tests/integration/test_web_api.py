@@ -255,10 +255,11 @@ def test_bad_single_events_get_422_naming_the_field(web: Web) -> None:
     response = post(web, "/api/v1/events", {"type": "page_visit"})
     assert response.status_code == 422
     assert [d["field"] for d in response.json()["detail"]] == ["email"]
+    # Dated after the server's now: a valid body the server cannot take now (409).
     response = post(
         web, "/api/v1/events", event(occurred_at=(MONDAY + timedelta(days=1)).isoformat())
     )
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response.json()["detail"][0]["field"] == "occurred_at"
     assert "in the future" in response.json()["detail"][0]["msg"]
     response = post(web, "/api/v1/events", {"events": []})
@@ -287,7 +288,7 @@ def test_unknown_emails_can_be_rejected(db_url: str) -> None:
     for web in make_web(db_url, unknown_email_events="reject"):
         add_lead(web.rt, "known@example.com", enrolled=False)
         single = post(web, "/api/v1/events", event(email="stranger@example.com"))
-        assert single.status_code == 422
+        assert single.status_code == 409  # a valid event the stored leads cannot take
         assert single.json()["detail"][0]["field"] == "email"
         assert "no lead has this email" in single.json()["detail"][0]["msg"]
         batch = post(
@@ -353,3 +354,12 @@ def test_when_inline_scoring_fails_the_events_stay_stored_and_unscored(
         assert (
             session.scalars(select(ScoreEntry).where(ScoreEntry.event_id.is_not(None))).all() == []
         )
+
+
+def test_a_405_lists_every_method_of_the_path(web: Web) -> None:
+    # GET and DELETE on /api/v1/leads/{id} are two routes; Allow names both.
+    response = web.client.request("PATCH", "/api/v1/leads/1", headers=AUTH)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET"
+    response = web.client.request("PUT", "/u/some-token")
+    assert (response.status_code, response.headers["allow"]) == (405, "GET, POST")

@@ -113,4 +113,3 @@ def test_a_scoring_file_under_another_name_is_not_used(tmp_path: Path) -> None:
         f"{path}:1: warning: scoring rules are read only from scoring.yaml or scoring.yml in "
         "the sequences folder: this file is not used"
     ]
-
