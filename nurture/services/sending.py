@@ -178,9 +178,11 @@ def compose_email(
     tracked = track(rendered.html, rendered.text, tracking)
     lead = pending.lead
     domain = settings.sender_email.rpartition("@")[2] or "nurture.local"
+    name = " ".join(p for p in (lead.get("first_name"), lead.get("last_name")) if p)
     email = OutgoingEmail(
         to_email=lead["email"],
-        to_name=" ".join(p for p in (lead.get("first_name"), lead.get("last_name")) if p),
+        # On one line, as the subject is (render_subject): a line break is no header.
+        to_name=" ".join(name.split()),
         from_email=settings.sender_email,
         from_name=settings.sender_name,
         reply_to=settings.reply_to,
