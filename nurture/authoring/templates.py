@@ -7,6 +7,7 @@ data (dicts, strings, numbers): never ORM objects, so a template cannot reach th
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from jinja2 import (
     BaseLoader,
-    FileSystemLoader,
+    Environment,
     StrictUndefined,
     Template,
     TemplateNotFound,
@@ -25,6 +26,7 @@ from jinja2 import (
     meta,
     nodes,
 )
+from jinja2.loaders import split_template_path
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -78,6 +80,15 @@ class MissingTemplate(TemplateProblem):
     """No file for a template name (neither the locale variant nor the default)."""
 
 
+class TemplateOutsideFolder(Exception):
+    """A template name whose file resolves (through a symlink) outside the templates folder."""
+
+    def __init__(self, name: str, real_path: str) -> None:
+        super().__init__(
+            f"template '{name}' is a link to {real_path}, outside the templates folder: refused"
+        )
+
+
 class LeadData(Protocol):
     """A lead's fields without the ORM object: a row of ``Lead``'s columns (id, email and
     LEAD_FIELDS), read by attribute."""
@@ -120,6 +131,41 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+class FolderLoader(BaseLoader):
+    """Template files of one folder, read only if their real path (every symlink resolved)
+    lies inside it: a link to /proc/self/environ once mailed the secret key to a lead.
+
+    Checked before the file is opened (a link to /dev/zero or a FIFO is never read), for
+    every way a template is loaded: get_template, include, import, extends, and the
+    literal-URL scanner, which all go through ``get_source``."""
+
+    def __init__(self, folder: Path, encoding: str = "utf-8") -> None:
+        self.folder = str(folder)
+        self.encoding = encoding
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        filename = os.path.join(self.folder, *split_template_path(template))
+        real = os.path.realpath(filename)
+        if not os.path.isfile(real):
+            raise TemplateNotFound(template)
+        root = os.path.realpath(self.folder)
+        if os.path.commonpath([root, real]) != root:
+            raise TemplateOutsideFolder(template, real)
+        with open(real, encoding=self.encoding) as file:
+            contents = file.read()
+        mtime = os.path.getmtime(real)
+
+        def uptodate() -> bool:
+            try:
+                return os.path.getmtime(real) == mtime
+            except OSError:
+                return False
+
+        return contents, os.path.normpath(filename), uptodate
+
+
 def make_environment(loader: BaseLoader | None, *, html: bool) -> ImmutableSandboxedEnvironment:
     """The sandboxed environment: strict undefined, autoescape for HTML only."""
     return _Sandbox(
@@ -138,7 +184,7 @@ class TemplateRenderer:
     def __init__(self, templates_dir: Path, default_locale: str = "en") -> None:
         self.templates_dir = templates_dir
         self.default_locale = default_locale
-        loader = FileSystemLoader(str(templates_dir))
+        loader = FolderLoader(templates_dir)
         self.html_env = make_environment(loader, html=True)
         self.text_env = make_environment(loader, html=False)
         # Compiling a subject costs ten times rendering it; every lead of a step has the same.
@@ -293,6 +339,8 @@ def _template_frame(exc: BaseException, file: str, templates_dir: Path) -> tuple
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TemplateOutsideFolder):
+        return str(exc)
     if isinstance(exc, SecurityError):
         return f"refused by the sandbox: {exc}"
     if isinstance(exc, UndefinedError):
