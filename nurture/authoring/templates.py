@@ -8,12 +8,26 @@ data (dicts, strings, numbers): never ORM objects, so a template cannot reach th
 from __future__ import annotations
 
 import os
+import re
+import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import (
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, update_wrapper, wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from string import Formatter
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from jinja2 import (
     BaseLoader,
@@ -25,10 +39,15 @@ from jinja2 import (
     UndefinedError,
     meta,
     nodes,
+    pass_environment,
 )
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.environment import TemplateModule
+from jinja2.filters import make_attrgetter
 from jinja2.loaders import split_template_path
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.utils import Namespace, generate_lorem_ipsum
 
 from nurture.authoring.problems import Problem
 from nurture.tracking.links import template_urls
@@ -55,9 +74,35 @@ LEAD_FIELDS = (
     "lifecycle_stage",
     "attributes",
 )
+# Limits on what authored content may cost to render (docs/authoring.md, "Limits"): a
+# template, subject or expr: condition runs in validate, preview and the scheduler tick, and
+# one that never ends or fills the memory stops them all.
 # Largest string or list a template may build with '*' (a sandbox must not eat the memory).
 MAX_REPEAT = 100_000
+# Largest exponent of '**': 10 ** 100 is as big as an email's numbers get.
 MAX_POWER = 100
+# Largest integer '*' and '**' may build, in bits (about 10 ** 1233): chained powers
+# ((2 ** 100) ** 100) ** 100, or a number squared in a loop, take minutes and gigabytes.
+MAX_INT_BITS = 4_096
+# Items a range() may give (Jinja's sandbox allows 100,000): no email loops further, and
+# nested loops are stopped by MAX_RENDER_SECONDS.
+MAX_RANGE = 10_000
+# Characters of any string a template builds (center(10 ** 9), '%900000000s', s ~ s ...):
+# an email body is a few kilobytes, and Gmail cuts one at 102 KB.
+MAX_STRING = 1_000_000
+# Characters of one rendered part (HTML, text or subject), and of any block a template
+# buffers (a macro, {% set %} or {% filter %} body): checked as it is written.
+MAX_OUTPUT = 1_000_000
+# Characters (and list items) one render may build in all, kept or not: 10,000 strings of
+# 100 KB each stay under MAX_STRING one by one, and fill a gigabyte together.
+MAX_BUILT = 20_000_000
+# Seconds one email (subject, HTML and text) or one expr: condition may take to render,
+# checked at every call, attribute, filter, output and loop iteration (no threads or
+# signals, so it works in worker threads): a runaway template fails fast and its message
+# is recorded as failed instead of holding the scheduler.
+MAX_RENDER_SECONDS = 2.0
+# Spaces of JSON indentation tojson may add per level.
+MAX_JSON_INDENT = 64
 # Compiled subject lines kept per renderer; a sequence has a handful, so this is never reached
 # in practice and only bounds memory if subjects are generated.
 MAX_CACHED_SUBJECTS = 1024
@@ -115,20 +160,458 @@ class RenderedEmail:
     template_urls: frozenset[str] = frozenset()
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on ``*`` and ``**`` so a template cannot exhaust memory."""
+class RenderLimit(SecurityError):
+    """A template that exceeded a limit (time, string size, output size, range ...)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+
+@dataclass
+class _Budget:
+    """What one render may still spend: its deadline, and what it has built so far."""
+
+    deadline: float
+    built: int = 0
+
+
+# The budget of the render running in this thread (or task); None outside a render (Jinja
+# folds constant expressions at compile time, through the same filters and operators).
+_budget: ContextVar[_Budget | None] = ContextVar("nurture_render_budget", default=None)
+
+
+@contextmanager
+def _render_limits() -> Iterator[None]:
+    """Renders inside this block share one budget: MAX_RENDER_SECONDS and MAX_BUILT (an
+    enclosing budget, the whole email's, is kept)."""
+    if _budget.get() is not None:
+        yield
+        return
+    token = _budget.set(_Budget(time.monotonic() + MAX_RENDER_SECONDS))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def _check_time() -> None:
+    budget = _budget.get()
+    if budget is not None and time.monotonic() > budget.deadline:
+        raise RenderLimit(f"render took longer than {MAX_RENDER_SECONDS:g} s")
+
+
+def _check_size(size: int, what: str) -> None:
+    if size > MAX_STRING:
+        raise RenderLimit(f"{what} would be longer than {MAX_STRING:,} characters")
+
+
+def _sized(value: Any, what: str) -> Any:
+    """``value``, unless it is a string (or bytes) longer than MAX_STRING, or takes the
+    render past MAX_BUILT (strings counted by characters, containers by items)."""
+    if isinstance(value, str | bytes | list | tuple | dict | set):
+        if len(value) > MAX_STRING and isinstance(value, str | bytes):
+            _check_size(len(value), what)
+        _spend(len(value))
+    return value
+
+
+def _spend(size: int) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.built += size
+        if budget.built > MAX_BUILT:
+            raise RenderLimit(f"the template builds more than {MAX_BUILT:,} characters in all")
+
+
+def _text_size(value: Any, limit: int = MAX_STRING) -> int:
+    """About how long ``str(value)`` is, without building it; counted only up to ``limit``
+    (then ``limit + 1``). A list of 100,000 references to one long string is cheap to hold
+    and gigabytes to print."""
+    size = 0
+    todo = [value]
+    while todo and size <= limit:
+        item = todo.pop()
+        if isinstance(item, str | bytes | bytearray):
+            size += len(item)
+        elif isinstance(item, bool | float) or item is None:
+            size += 8
+        elif isinstance(item, int):
+            size += item.bit_length() * 3 // 10 + 2  # decimal digits
+        elif isinstance(item, dict | Mapping):
+            size += 4 * len(item)
+            todo += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set | frozenset | KeysView | ValuesView):
+            size += 2 * len(item)
+            todo += item
+        elif isinstance(item, Namespace):
+            todo.append(object.__getattribute__(item, "_Namespace__attrs"))
+        elif isinstance(item, TemplateModule):
+            size += sum(map(len, cast(Any, item)._body_stream))
+        else:
+            size += 64  # a loop, macro, cycler or range prints a short repr
+    return min(size, limit + 1)
+
+
+def _count(value: Any) -> int:
+    """An int argument for a size estimate (anything else: the call itself fails)."""
+    return value if isinstance(value, int) else 0
+
+
+def _replaced_size(text: str | bytes, old: Any, new: Any, count: Any = -1) -> int:
+    if not isinstance(old, str | bytes) or not isinstance(new, str | bytes):
+        return len(text)
+    found = text.count(old) if old else len(text) + 1  # type: ignore[arg-type]
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    return len(text) + found * max(0, len(new) - len(old))
+
+
+def _joined_size(separator: str | bytes, items: list[Any]) -> int:
+    size = len(separator) * max(0, len(items) - 1)
+    for item in items:
+        size += _text_size(item)
+        if size > MAX_STRING:
+            break
+    return size
+
+
+def _translated_size(text: str | bytes, table: Any = None, *_: Any) -> int:
+    if isinstance(table, Mapping):
+        longest = max((_text_size(v) for v in table.values()), default=1)
+        return len(text) * max(1, longest)
+    return len(text)
+
+
+# The size of what a str (or bytes) method returns, for the methods whose arguments can make
+# it far bigger than the string: (string, args, kwargs) -> characters.
+_METHOD_SIZES: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], int]] = {
+    "center": lambda s, a, k: max(len(s), _count(a[0] if a else k.get("width"))),
+    "ljust": lambda s, a, k: max(len(s), _count(a[0] if a else k.get("width"))),
+    "rjust": lambda s, a, k: max(len(s), _count(a[0] if a else k.get("width"))),
+    "zfill": lambda s, a, k: max(len(s), _count(a[0] if a else k.get("width"))),
+    "expandtabs": lambda s, a, k: (
+        len(s)
+        + s.count("\t" if isinstance(s, str) else b"\t")
+        * _count(a[0] if a else k.get("tabsize", 8))
+    ),
+    "replace": lambda s, a, k: _replaced_size(s, *a, **k),
+    "translate": lambda s, a, k: _translated_size(s, *a),
+}
+
+# %-format conversions: '%(key)-08.3f', '%*d', '%%'.
+_PERCENT_SPEC = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?[#0 +-]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d+))?"
+    r"[hlL]?(?P<type>.)",
+    re.DOTALL,
+)
+
+
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) < 10 else MAX_STRING + 1
+
+
+def _percent_size(template: str, values: Any) -> int:
+    """The length of ``template % values`` (about), without building it."""
+    size = len(template)
+    positional = list(values) if isinstance(values, tuple) else [values]
+    index = 0
+    for spec in _PERCENT_SPEC.finditer(template):
+        if spec["type"] == "%":
+            continue
+        for part in (spec["width"], spec["precision"]):
+            if part == "*":
+                raise RenderLimit("a '*' width in a % format is not allowed in templates")
+            size += _number(part) if part else 0
+        if spec["key"] is not None and isinstance(values, Mapping):
+            value = values.get(spec["key"])
+        else:
+            value, index = (positional[index] if index < len(positional) else None), index + 1
+        size += _text_size(value)
+        if size > MAX_STRING:
+            break
+    return size
+
+
+def _format_size(template: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    """The length of ``template.format(*args, **kwargs)`` (about), without building it."""
+    size = 0
+    auto = 0
+    for literal, field, spec, _ in Formatter().parse(template):
+        size += len(literal)
+        if field is None:
+            continue
+        if spec and "{" in spec:
+            raise RenderLimit("a computed width in a format string is not allowed in templates")
+        size += sum(_number(digits) for digits in re.findall(r"\d+", spec or ""))
+        name = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if not name:
+            name, auto = str(auto), auto + 1
+        if name.isdigit():
+            value = args[int(name)] if int(name) < len(args) else None
+        else:
+            value = kwargs.get(name)
+        size += _text_size(value)
+        if size > MAX_STRING:
+            break
+    return size
+
+
+def _bounded_range(*args: int) -> range:
+    """range(), at most MAX_RANGE items."""
+    numbers = range(*args)
+    try:
+        items = len(numbers)
+    except OverflowError:
+        items = MAX_RANGE + 1
+    if items > MAX_RANGE:
+        raise RenderLimit(f"range() of {items:,} items: at most {MAX_RANGE:,}")
+    return numbers
+
+
+def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    _check_size(_count(n) * _count(max) * 12, "lipsum()")
+    return cast(str, generate_lorem_ipsum(n, html, min, max))
+
+
+class _LimitedCodeGenerator(CodeGenerator):
+    """Jinja's code generator, plus the checks no sandbox hook sees: every loop iteration
+    checks the time (a nested loop with an empty body calls nothing), and every ``~``
+    concatenation its size (it calls str() on its operands, a list's of every item)."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        iterate = nodes.EnvironmentAttribute("iterate", lineno=node.lineno)
+        checked = nodes.Call(iterate, [node.iter], [], None, None, lineno=node.lineno)
+        loop = nodes.For(
+            node.target,
+            checked,
+            node.body,
+            node.else_,
+            node.test,
+            node.recursive,
+            lineno=node.lineno,
+        )
+        super().visit_For(loop, frame)
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"{func_name}(environment.concat_operands((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus limits on time, and on the size of every string, number, range and
+    output a template builds, so that it can neither hang nor exhaust memory. Sizes are
+    checked before the string is built where its arguments can make it big (widths,
+    repeats, joins, replacements), and after otherwise."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _LimitedCodeGenerator
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(finalize=_finalize, **options)
+        self.globals["range"] = _bounded_range
+        self.globals["lipsum"] = _bounded_lipsum
+        self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
+        self.filters["sum"] = _bounded_sum
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_POWER:
-            raise SecurityError(f"exponent {right} is too large")
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > MAX_REPEAT:
-                    raise SecurityError("repeating a string or list this many times")
-        return super().call_binop(context, operator, left, right)
+        _check_binop(operator, left, right)
+        return _sized(super().call_binop(context, operator, left, right), f"'{operator}'")
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _check_time()
+        owner = getattr(obj, "__self__", None)
+        if isinstance(owner, str | bytes):
+            name = getattr(obj, "__name__", "")
+            if name == "join" and args:
+                args = (list(args[0]), *args[1:])
+                _check_size(_joined_size(owner, args[0]), "join()")
+            elif name in _METHOD_SIZES:
+                _check_size(_METHOD_SIZES[name](owner, args, kwargs), f"{name}()")
+        elif isinstance(owner, int) and getattr(obj, "__name__", "") == "to_bytes":
+            _check_size(_count(args[0] if args else kwargs.get("length")), "to_bytes()")
+        result = super().call(context, obj, *args, **kwargs)
+        return _sized(result, f"{getattr(obj, '__name__', 'the call')}()")
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _check_time()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _check_time()
+        return super().getitem(obj, argument)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        formatter = super().wrap_str_format(value)
+        if formatter is None:
+            return None
+        template, is_map = value.__self__, value.__name__ == "format_map"
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            mapping = args[0] if is_map and args and isinstance(args[0], Mapping) else kwargs
+            _check_size(_format_size(template, () if is_map else args, mapping), "format()")
+            return cast(str, _sized(formatter(*args, **kwargs), "format()"))
+
+        return update_wrapper(bounded, value)
+
+    @staticmethod
+    def iterate(iterable: Iterable[Any]) -> Iterator[Any]:
+        """A for loop's items, the time checked before each."""
+        for item in iterable:
+            _check_time()
+            yield item
+
+    @staticmethod
+    def concat_operands(operands: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The operands of ``~``, refused if their text would be too long."""
+        size = sum(_text_size(x) for x in operands)
+        _check_size(size, "'~'")
+        _spend(size)
+        return operands
+
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:
+        """Join rendered output (the email, or a block a template buffers), stopping as soon
+        as it passes MAX_OUTPUT: the limit is raised in the template at the line writing."""
+        if isinstance(parts, list):
+            size = sum(map(len, parts))
+            if size > MAX_OUTPUT:
+                raise RenderLimit(f"output longer than {MAX_OUTPUT:,} characters")
+            _spend(size)
+            return "".join(parts)
+        written: list[str] = []
+        keep, size, most = written.append, 0, MAX_OUTPUT
+        stream = iter(parts)
+        for part in stream:
+            keep(part)
+            size += len(part)
+            if size > most:
+                limit = RenderLimit(f"output longer than {MAX_OUTPUT:,} characters")
+                if isinstance(stream, Generator):
+                    stream.throw(limit)  # raised at the template line that wrote it
+                raise limit
+        _spend(size)
+        return "".join(written)
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ ... }}`` before it is written: the time, and the size of its text."""
+    _check_time()
+    if not isinstance(value, str):
+        _check_size(_text_size(value), "the value written")
+    return value
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_POWER:
+        raise SecurityError(f"exponent {right} is too large")
+    if operator == "*":
+        for seq, count in ((left, right), (right, left)):
+            sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+            if sized and len(seq) * count > MAX_REPEAT:
+                raise SecurityError("repeating a string or list this many times")
+    both_ints = isinstance(left, int) and isinstance(right, int)
+    if both_ints and operator in ("*", "**"):
+        bits = left.bit_length() + right.bit_length() if operator == "*" else 0
+        if operator == "**" and right > 0:
+            bits = left.bit_length() * right
+        if bits > MAX_INT_BITS:
+            raise RenderLimit(f"a number of about {bits:,} bits: at most {MAX_INT_BITS:,}")
+    elif operator == "+" and isinstance(left, str | bytes | list | tuple):
+        if isinstance(right, type(left)) or isinstance(left, type(right)):
+            limit = MAX_STRING if isinstance(left, str | bytes) else MAX_REPEAT
+            if len(left) + len(right) > limit:
+                raise RenderLimit(f"'+' would build more than {limit:,} items")
+    elif operator == "%" and isinstance(left, str | bytes):
+        template = left if isinstance(left, str) else left.decode("latin-1")
+        _check_size(_percent_size(template, right), "'%'")
+
+
+# Filters whose arguments can make the result far bigger than their input:
+# (value, *args, **kwargs) -> the result's size, checked before the filter runs.
+def _indent_size(s: Any, width: Any = 4, *_: Any, **__: Any) -> int:
+    prefix = len(width) if isinstance(width, str) else _count(width)
+    text = str(s)
+    return len(text) + (text.count("\n") + 1) * prefix
+
+
+def _wordwrap_size(s: Any, width: Any = 79, *args: Any, **kwargs: Any) -> int:
+    wrapstring = args[1] if len(args) > 1 else kwargs.get("wrapstring")
+    text = str(s)
+    lines = len(text) // max(1, _count(width)) + text.count("\n") + 1
+    return len(text) + lines * len(wrapstring if isinstance(wrapstring, str) else "\n")
+
+
+def _tojson_size(value: Any, indent: Any = None, *_: Any, **__: Any) -> int:
+    if _count(indent) > MAX_JSON_INDENT:
+        raise RenderLimit(f"|tojson indent of {indent}: at most {MAX_JSON_INDENT}")
+    return _text_size(value) * (1 + _count(indent))
+
+
+def _urlize_size(value: Any, *args: Any, **kwargs: Any) -> int:
+    extra = sum(len(x) for x in (*args[2:4], kwargs.get("target"), kwargs.get("rel")) if x)
+    words = str(value).count(" ") + 1
+    return 3 * len(str(value)) + words * (extra + 50)
+
+
+_FILTER_SIZES: dict[str, Callable[..., int]] = {
+    "center": lambda value, width=80, *_, **__: max(_text_size(value), _count(width)),
+    "format": lambda value, *args, **kwargs: _percent_size(str(value), kwargs or args),
+    "indent": _indent_size,
+    "wordwrap": _wordwrap_size,
+    "urlize": _urlize_size,
+    "replace": lambda s, old="", new="", count=None, *_, **__: _replaced_size(
+        str(s), old, new, -1 if count is None else count
+    ),
+    "join": lambda value, d="", *_, **__: _joined_size(str(d), list(value)),
+    "tojson": _tojson_size,
+    "slice": lambda value, slices=1, *_, **__: _count(slices),
+    "batch": lambda value, linecount=1, fill_with=None, *_, **__: (
+        _count(linecount) if fill_with is not None else 0
+    ),
+}
+
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` (a Jinja filter) with the time checked, its input's text, its result, and
+    for the filters of _FILTER_SIZES the result's size before it runs."""
+    skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+    estimate = _FILTER_SIZES.get(name)
+
+    @wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_time()
+        if len(args) > skip:
+            _check_size(_text_size(args[skip]), f"the value of |{name}")
+            if name == "join" and isinstance(args[skip], Iterator):  # measured, then joined
+                args = (*args[:skip], list(args[skip]), *args[skip + 1 :])
+            if estimate is not None:
+                _check_size(estimate(*args[skip:], **kwargs), f"|{name}")
+        return _sized(func(*args, **kwargs), f"|{name}")
+
+    return bounded
+
+
+@pass_environment
+def _bounded_sum(
+    environment: Environment, iterable: Iterable[Any], attribute: Any = None, start: Any = 0
+) -> Any:
+    """Jinja's |sum, adding one item at a time with the limits of '+' (a sum of lists copies
+    the total at every step)."""
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    total = start
+    for item in iterable:
+        _check_time()
+        _check_binop("+", total, item)
+        total = total + item
+    return total
 
 
 class FolderLoader(BaseLoader):
@@ -216,14 +699,15 @@ class TemplateRenderer:
         """Subject, HTML and text of one email; raise TemplateProblem naming file:line."""
         html_file = self._require(template, locale, "html")
         text_file = self._require(template, locale, "txt")
-        return RenderedEmail(
-            subject=self.render_subject(subject, context),
-            html=self._render(self.html_env, html_file, context),
-            text=self._render(self.text_env, text_file, context),
-            html_file=self.path_of(html_file),
-            text_file=self.path_of(text_file),
-            template_urls=self.literal_urls(html_file) | self.literal_urls(text_file),
-        )
+        with _render_limits():  # one budget for the whole email
+            return RenderedEmail(
+                subject=self.render_subject(subject, context),
+                html=self._render(self.html_env, html_file, context),
+                text=self._render(self.text_env, text_file, context),
+                html_file=self.path_of(html_file),
+                text_file=self.path_of(text_file),
+                template_urls=self.literal_urls(html_file) | self.literal_urls(text_file),
+            )
 
     def literal_urls(self, name: str) -> frozenset[str]:
         """The URLs written literally in a template file and the templates it extends,
@@ -236,7 +720,8 @@ class TemplateRenderer:
     def render_subject(self, subject: str, context: Mapping[str, Any]) -> str:
         """The subject line on one line: lead data cannot inject a header with CR/LF."""
         try:
-            rendered = self._subject_template(subject).render(context)
+            with _render_limits():
+                rendered = self._subject_template(subject).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, SUBJECT_FILE, self.templates_dir) from exc
         return " ".join(rendered.split())
@@ -264,7 +749,8 @@ class TemplateRenderer:
         self, env: ImmutableSandboxedEnvironment, name: str, context: Mapping[str, Any]
     ) -> str:
         try:
-            return env.get_template(name).render(context)
+            with _render_limits():
+                return env.get_template(name).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, self.path_of(name), self.templates_dir) from exc
 
@@ -339,7 +825,7 @@ def _template_frame(exc: BaseException, file: str, templates_dir: Path) -> tuple
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TemplateOutsideFolder):
+    if isinstance(exc, TemplateOutsideFolder | RenderLimit):
         return str(exc)
     if isinstance(exc, SecurityError):
         return f"refused by the sandbox: {exc}"
@@ -435,7 +921,8 @@ def compile_condition(expr: str) -> Callable[[Mapping[str, Any]], bool]:
 
     def holds(lead: Mapping[str, Any]) -> bool:
         try:
-            return bool(compiled(lead=plain(lead)))
+            with _render_limits():
+                return bool(compiled(lead=plain(lead)))
         except Exception as exc:  # the caller gets one error type, with the reason
             raise ConditionError(f"expression {expr!r}: {_describe(exc)}") from exc
 
