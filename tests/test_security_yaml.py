@@ -4,15 +4,22 @@ file:line, never a traceback, a hang or a MemoryError."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from engine_support import MONDAY, SEQUENCES, TEMPLATES, engine_settings
 
 from nurture.authoring.catalog import load_sequences
 from nurture.authoring.problems import Problem
 from nurture.authoring.validate import validate_path
 from nurture.authoring.yamlsource import YamlSourceError, load_yaml, parse_yaml
+from nurture.bootstrap import AuthoringError, build_runtime
+from nurture.core.durations import Duration, parse_duration
+from nurture.core.timing import add_wait
 from nurture.lifecycle.loading import load_lifecycle_file
 from nurture.scoring.loader import check_scoring_file
 
@@ -125,6 +132,19 @@ def test_an_integer_too_long_to_read_is_a_bad_value() -> None:
     assert problem.line == 2 and problem.message.startswith("bad value")
 
 
+SEQUENCE = """\
+key: s
+name: S
+audience:
+  personas: [finance_leader]
+  journey_stages: [awareness]
+steps:
+  - id: pause
+    wait: {wait}
+  - exit: done
+"""
+
+
 def test_every_yaml_loader_reports_the_bomb(tmp_path: Path) -> None:
     bomb = laughs()
     sequences = tmp_path / "sequences"
@@ -140,3 +160,84 @@ def test_every_yaml_loader_reports_the_bomb(tmp_path: Path) -> None:
     lifecycle, problems = load_lifecycle_file(tmp_path / "lifecycle.yaml")
     assert lifecycle is None
     assert [(p.line, "aliases" in p.message) for p in problems] == [(7, True)]
+
+
+# -- durations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("3650d", timedelta(days=3650)),
+        ("521w", timedelta(weeks=521)),
+        ("87600h", timedelta(hours=87600)),
+        ("5256000m", timedelta(minutes=5256000)),
+        ("0003650d", timedelta(days=3650)),
+    ],
+)
+def test_waits_up_to_ten_years_read(text: str, span: timedelta) -> None:
+    assert parse_duration(text).span == span
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["3651d", "522w", "87601h", "5256001m", "1000000000d", "999999999999999w", "9" * 5000 + "d"],
+)
+def test_longer_waits_are_refused_with_the_limit(text: str) -> None:
+    with pytest.raises(ValueError, match=r"at most 3650d \(about ten years\)"):
+        parse_duration(text)
+
+
+def test_business_days_are_bounded() -> None:
+    assert parse_duration("1000 business days").business_days == 1000
+    with pytest.raises(ValueError, match="at most 1000 business days"):
+        parse_duration("1001 business days")
+    with pytest.raises(ValueError, match="at most 1000 business days"):
+        parse_duration("99999999999999999999 business days")
+
+
+def test_validate_names_the_line_of_an_absurd_wait(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SEQUENCE.format(wait="1000000000d"))
+    problems = [p for p in validate_path(tmp_path, TEMPLATES, "en") if p.is_error]
+    assert [str(p) for p in problems] == [
+        f"{path}:8: steps[0].wait: bad duration '1000000000d': at most 3650d (about ten years)"
+    ]
+
+
+def test_the_engine_refuses_the_catalog_instead_of_crashing(tmp_path: Path, db_url: str) -> None:
+    # `nurture run`, the tick and `nurture leads import` all load the catalog first.
+    sequences = tmp_path / "sequences"
+    shutil.copytree(SEQUENCES, sequences)
+    drip = sequences / "drip.yaml"
+    drip.write_text(drip.read_text().replace("wait: 3d", "wait: 1000000000d"))
+    rt = build_runtime(engine_settings(db_url, sequences_dir=sequences))
+    try:
+        with pytest.raises(AuthoringError) as caught:
+            rt.load_catalog(MONDAY)
+    finally:
+        rt.close()
+    assert [(p.file, p.line) for p in caught.value.problems] == [(str(drip), 21)]
+    assert "at most 3650d" in caught.value.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("start", "wait"),
+    [
+        (datetime(9999, 12, 25, tzinfo=UTC), Duration(span=timedelta(days=30))),
+        (datetime(9999, 12, 1, tzinfo=UTC), Duration(business_days=20)),
+        (datetime(9999, 12, 31, 23, tzinfo=ZoneInfo("America/New_York")), Duration()),
+    ],
+)
+def test_a_wait_past_the_year_9999_is_a_value_error(start: datetime, wait: Duration) -> None:
+    with pytest.raises(ValueError, match="ends after the year 9999"):
+        add_wait(start, wait, ZoneInfo("Asia/Seoul"))
+
+
+def test_a_wait_far_from_the_end_of_time_still_adds() -> None:
+    start = datetime(9989, 1, 1, tzinfo=UTC)
+    zone = ZoneInfo("UTC")
+    assert add_wait(start, Duration(span=timedelta(days=3650)), zone) == datetime(
+        9998, 12, 30, tzinfo=UTC
+    )
+    assert add_wait(start, Duration(business_days=1000), zone).year == 9992

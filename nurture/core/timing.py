@@ -95,6 +95,7 @@ def add_wait(start: datetime, wait: Duration, zone: ZoneInfo) -> datetime:
     A resulting local time in a DST gap moves to the first valid instant after it.
     """
     _require_aware(start, "start")
+    _require_room(start, wait)
     if not wait.is_business:
         return start.astimezone(UTC) + wait.span
     local = start.astimezone(zone)
@@ -166,6 +167,15 @@ def next_window_opening(at: datetime, window: SendWindow | None, zone: ZoneInfo)
 def _require_aware(value: datetime, name: str) -> None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+
+
+def _require_room(start: datetime, wait: Duration) -> None:
+    """A wait that would end near the end of datetime (the year 9999) is a ValueError that
+    says so, not an OverflowError from the arithmetic after it."""
+    # Business days: weekends and holidays at most double them; then the send-window search.
+    needed = wait.span + timedelta(days=2 * wait.business_days + SEARCH_DAYS + 1)
+    if datetime.max.replace(tzinfo=UTC) - start < needed:
+        raise ValueError(f"a wait of {wait} from {start.isoformat()} ends after the year 9999")
 
 
 def retry_backoff(attempts: int) -> timedelta:
