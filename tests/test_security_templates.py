@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_support import MONDAY, TEMPLATES, add_lead, enrollment, make_runtime, messages, tick_at
 
 from nurture.authoring.templates import (
     ConditionError,
@@ -20,6 +22,7 @@ from nurture.authoring.templates import (
     sample_lead,
 )
 from nurture.authoring.validate import validate_path
+from nurture.delivery.transports import MemoryTransport
 
 SECRET = "NURTURE_SECRET_KEY=s3cr3t-do-not-mail"
 OUTSIDE_URL = "https://evil.example/collect"
@@ -376,3 +379,47 @@ def test_sandbox_escapes_are_still_refused(tmp_path: Path, expression: str) -> N
     problem = limited(tmp_path, "{{ " + expression + " }}")
     assert problem.line == 2
     assert "sandbox" in problem.message or "unsafe" in problem.message, problem
+
+
+# -- a runaway template in the engine -----------------------------------------------------
+
+
+@pytest.fixture
+def runaway_templates(tmp_path: Path) -> Path:
+    """The engine fixtures' templates, with drip's English welcome email never ending."""
+    folder = tmp_path / "engine-templates"
+    shutil.copytree(TEMPLATES, folder)
+    write(
+        folder,
+        {
+            "drip/welcome.html": '{% extends "_layouts/base.html" %}{% block body %}\n'
+            f"<p>Hi {{{{ lead.first_name }}}}</p>\n{NESTED_LOOPS}\n{{% endblock %}}\n"
+        },
+    )
+    return folder
+
+
+def test_a_runaway_template_fails_its_message_and_frees_the_enrollment(
+    db_url: str, runaway_templates: Path, fast_limit: None
+) -> None:
+    transport = MemoryTransport()
+    rt = make_runtime(db_url, transport, templates_dir=runaway_templates)
+    try:
+        runaway = add_lead(rt, "runaway@acme.example")
+        fine = add_lead(rt, "fine@acme.example", locale="ko")  # welcome.ko.html is fine
+        started = time.monotonic()
+        report = tick_at(rt, MONDAY)
+        assert time.monotonic() - started < 10
+        assert report.total_sent == 1 and report.problems["failed"] == 1
+        [failed] = messages(rt, lead_id=runaway)
+        assert failed.status == "failed"
+        html = runaway_templates / "drip" / "welcome.html"
+        assert failed.error == f"template: {html}:3: render took longer than 0.2 s"
+        assert [m.status for m in messages(rt, lead_id=fine)] == ["sent"]
+        assert [m.to for m in transport.sent] == ["fine@acme.example"]
+        assert messages(rt, status="sending") == []
+        stuck = enrollment(rt, runaway)
+        assert (stuck.claim_token, stuck.claimed_until) == (None, None)
+        assert stuck.status == "exited" and "render took longer" in (stuck.exit_reason or "")
+    finally:
+        rt.close()

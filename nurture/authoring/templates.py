@@ -21,10 +21,10 @@ from collections.abc import (
     Sequence,
     ValuesView,
 )
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache, update_wrapper, wraps
+from itertools import islice
 from pathlib import Path
 from string import Formatter
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -96,11 +96,13 @@ MAX_OUTPUT = 1_000_000
 # Characters (and list items) one render may build in all, kept or not: 10,000 strings of
 # 100 KB each stay under MAX_STRING one by one, and fill a gigabyte together.
 MAX_BUILT = 20_000_000
-# Seconds one email (subject, HTML and text) or one expr: condition may take to render,
-# checked at every call, attribute, filter, output and loop iteration (no threads or
-# signals, so it works in worker threads): a runaway template fails fast and its message
-# is recorded as failed instead of holding the scheduler.
+# Seconds of CPU one email (subject, HTML and text) or one expr: condition may take to
+# render: a runaway template fails fast and its message is recorded as failed instead of
+# holding the scheduler. Checked from the sandbox's hooks (calls, attributes, filters,
+# output, loop iterations), no threads or signals, so it works in worker threads.
 MAX_RENDER_SECONDS = 2.0
+# Hooks between two looks at the clock (time.thread_time costs about 0.5 us a call).
+_CLOCK_EVERY = 64
 # Spaces of JSON indentation tojson may add per level.
 MAX_JSON_INDENT = 64
 # Compiled subject lines kept per renderer; a sequence has a handful, so this is never reached
@@ -166,10 +168,12 @@ class RenderLimit(SecurityError):
 
 @dataclass
 class _Budget:
-    """What one render may still spend: its deadline, and what it has built so far."""
+    """What one render may still spend: its deadline (in the thread's CPU time, see
+    _RenderLimits), and what it has built so far."""
 
     deadline: float
     built: int = 0
+    hooks: int = 0
 
 
 # The budget of the render running in this thread (or task); None outside a render (Jinja
@@ -177,23 +181,32 @@ class _Budget:
 _budget: ContextVar[_Budget | None] = ContextVar("nurture_render_budget", default=None)
 
 
-@contextmanager
-def _render_limits() -> Iterator[None]:
+class _RenderLimits:
     """Renders inside this block share one budget: MAX_RENDER_SECONDS and MAX_BUILT (an
-    enclosing budget, the whole email's, is kept)."""
-    if _budget.get() is not None:
-        yield
-        return
-    token = _budget.set(_Budget(time.monotonic() + MAX_RENDER_SECONDS))
-    try:
-        yield
-    finally:
-        _budget.reset(token)
+    enclosing budget, the whole email's, is kept). A class: a renderer enters one four
+    times an email, and a generator-based context manager costs microseconds each."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = None
+        if _budget.get() is None:
+            # CPU time of this thread, not the wall clock: a worker thread waiting for the
+            # GIL is not the template's fault, and freezegun (every engine test) stops
+            # time.monotonic.
+            self._token = _budget.set(_Budget(time.thread_time() + MAX_RENDER_SECONDS))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _budget.reset(self._token)
 
 
 def _check_time() -> None:
     budget = _budget.get()
-    if budget is not None and time.monotonic() > budget.deadline:
+    if budget is None:
+        return
+    budget.hooks += 1
+    if budget.hooks % _CLOCK_EVERY == 0 and time.thread_time() > budget.deadline:
         raise RenderLimit(f"render took longer than {MAX_RENDER_SECONDS:g} s")
 
 
@@ -477,8 +490,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def concat(parts: Iterable[str]) -> str:
-        """Join rendered output (the email, or a block a template buffers), stopping as soon
-        as it passes MAX_OUTPUT: the limit is raised in the template at the line writing."""
+        """Join rendered output (the email, or a block a template buffers), stopping soon
+        after it passes MAX_OUTPUT: the limit is raised in the template, at a line writing.
+        The stream is taken _OUTPUT_BATCH parts at a time (in C), not part by part."""
         if isinstance(parts, list):
             size = sum(map(len, parts))
             if size > MAX_OUTPUT:
@@ -486,18 +500,22 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             _spend(size)
             return "".join(parts)
         written: list[str] = []
-        keep, size, most = written.append, 0, MAX_OUTPUT
+        size = 0
         stream = iter(parts)
-        for part in stream:
-            keep(part)
-            size += len(part)
-            if size > most:
+        while batch := list(islice(stream, _OUTPUT_BATCH)):
+            written += batch
+            size += sum(map(len, batch))
+            if size > MAX_OUTPUT:
                 limit = RenderLimit(f"output longer than {MAX_OUTPUT:,} characters")
                 if isinstance(stream, Generator):
-                    stream.throw(limit)  # raised at the template line that wrote it
+                    stream.throw(limit)  # raised in the template, with its file and line
                 raise limit
         _spend(size)
         return "".join(written)
+
+
+# Parts of output taken at once between two size checks: an email has a few dozen.
+_OUTPUT_BATCH = 64
 
 
 def _finalize(value: Any) -> Any:
@@ -699,7 +717,7 @@ class TemplateRenderer:
         """Subject, HTML and text of one email; raise TemplateProblem naming file:line."""
         html_file = self._require(template, locale, "html")
         text_file = self._require(template, locale, "txt")
-        with _render_limits():  # one budget for the whole email
+        with _RenderLimits():  # one budget for the whole email
             return RenderedEmail(
                 subject=self.render_subject(subject, context),
                 html=self._render(self.html_env, html_file, context),
@@ -720,7 +738,7 @@ class TemplateRenderer:
     def render_subject(self, subject: str, context: Mapping[str, Any]) -> str:
         """The subject line on one line: lead data cannot inject a header with CR/LF."""
         try:
-            with _render_limits():
+            with _RenderLimits():
                 rendered = self._subject_template(subject).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, SUBJECT_FILE, self.templates_dir) from exc
@@ -749,7 +767,7 @@ class TemplateRenderer:
         self, env: ImmutableSandboxedEnvironment, name: str, context: Mapping[str, Any]
     ) -> str:
         try:
-            with _render_limits():
+            with _RenderLimits():
                 return env.get_template(name).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, self.path_of(name), self.templates_dir) from exc
@@ -921,7 +939,7 @@ def compile_condition(expr: str) -> Callable[[Mapping[str, Any]], bool]:
 
     def holds(lead: Mapping[str, Any]) -> bool:
         try:
-            with _render_limits():
+            with _RenderLimits():
                 return bool(compiled(lead=plain(lead)))
         except Exception as exc:  # the caller gets one error type, with the reason
             raise ConditionError(f"expression {expr!r}: {_describe(exc)}") from exc
