@@ -245,6 +245,7 @@ HOSTILE = {
     "list in a tilde": (BIG + "{{ ([big] * 100000) ~ '' }}", "'~'"),
     "list as string": (BIG + "{{ ([big] * 100000)|string }}", "|string"),
     "list as json": (BIG + "{{ ([big] * 100000)|tojson }}", "|tojson"),
+    "printing dict items": (BIG + "{{ {}.fromkeys(range(10000), big).items() }}", "written"),
     "many medium strings": ("{{ range(10000)|map('center', 100000)|list|length }}", "in all"),
     "a map of lists": ("{{ ([[1] * 100000] * 100000)|map('list')|list|length }}", "|map"),
     "output": ("{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}", "output longer"),

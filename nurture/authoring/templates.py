@@ -14,6 +14,7 @@ import traceback
 from collections.abc import (
     Callable,
     Generator,
+    ItemsView,
     Iterable,
     Iterator,
     KeysView,
@@ -250,7 +251,7 @@ def _text_size(value: Any, limit: int = MAX_STRING) -> int:
         elif isinstance(item, dict | Mapping):
             size += 4 * len(item)
             todo += [*item.keys(), *item.values()]
-        elif isinstance(item, list | tuple | set | frozenset | KeysView | ValuesView):
+        elif isinstance(item, list | tuple | set | frozenset | KeysView | ValuesView | ItemsView):
             size += 2 * len(item)
             todo += item
         elif isinstance(item, Namespace):
