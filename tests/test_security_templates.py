@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -261,10 +262,27 @@ HOSTILE = {
 }
 
 
+FAST_LIMIT = 0.5
+
+
 @pytest.fixture
 def fast_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     # The same check as the 2 s default, without waiting 2 s a case.
-    monkeypatch.setattr("nurture.authoring.templates.MAX_RENDER_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr("nurture.authoring.templates.MAX_RENDER_SECONDS", FAST_LIMIT, raising=False)
+
+
+@pytest.fixture
+def limit_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """The fast time limit for the cases about time; the others keep the default, which a
+    busy machine's garbage collection cannot reach before their size limit."""
+
+    def apply(says: str) -> None:
+        if "took longer" in says:
+            monkeypatch.setattr(
+                "nurture.authoring.templates.MAX_RENDER_SECONDS", FAST_LIMIT, raising=False
+            )
+
+    return apply
 
 
 def limited(root: Path, statement: str) -> TemplateProblem:
@@ -278,8 +296,9 @@ def limited(root: Path, statement: str) -> TemplateProblem:
 
 @pytest.mark.parametrize(("statement", "says"), HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_runaway_template_is_a_problem_at_its_line(
-    tmp_path: Path, fast_limit: None, statement: str, says: str
+    tmp_path: Path, limit_for: Callable[[str], None], statement: str, says: str
 ) -> None:
+    limit_for(says)
     problem = limited(tmp_path, statement)
     assert (problem.file, problem.line) == (str(tmp_path / "t.html"), 2), problem
     assert says in problem.message, problem
@@ -287,8 +306,9 @@ def test_a_runaway_template_is_a_problem_at_its_line(
 
 @pytest.mark.parametrize(("statement", "says"), HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_runaway_subject_is_a_problem_too(
-    tmp_path: Path, fast_limit: None, statement: str, says: str
+    tmp_path: Path, limit_for: Callable[[str], None], statement: str, says: str
 ) -> None:
+    limit_for(says)
     write(tmp_path, {"t.html": "<p>fine</p>", "t.txt": "fine\n"})
     with pytest.raises(TemplateProblem) as caught:
         TemplateRenderer(tmp_path).render_email("t", statement, "en", context())
@@ -334,7 +354,7 @@ def test_a_runaway_condition_is_a_condition_error(expr: str, says: str) -> None:
 
 def test_a_slow_condition_stops_at_the_time_limit(fast_limit: None) -> None:
     slow = "range(10000)|map('string')|map('center', 10)|map('upper')|list|length > 0"
-    test = compile_condition(f"({slow}) and ({slow}) and ({slow}) and ({slow}) and ({slow})")
+    test = compile_condition(" and ".join([f"({slow})"] * 40))  # about 3 s without a limit
     with pytest.raises(ConditionError, match="render took longer"):
         test(sample_lead("finance_leader", "awareness", "en"))
 
@@ -415,7 +435,7 @@ def test_a_runaway_template_fails_its_message_and_frees_the_enrollment(
         [failed] = messages(rt, lead_id=runaway)
         assert failed.status == "failed"
         html = runaway_templates / "drip" / "welcome.html"
-        assert failed.error == f"template: {html}:3: render took longer than 0.2 s"
+        assert failed.error == f"template: {html}:3: render took longer than {FAST_LIMIT} s"
         assert [m.status for m in messages(rt, lead_id=fine)] == ["sent"]
         assert [m.to for m in transport.sent] == ["fine@acme.example"]
         assert messages(rt, status="sending") == []
