@@ -45,7 +45,7 @@ from sqlalchemy import func, insert, select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nurture.authoring.templates import lead_fields  # noqa: E402
+from nurture.authoring.lead_context import lead_fields  # noqa: E402
 from nurture.bootstrap import build_runtime  # noqa: E402
 from nurture.db.migrate import upgrade  # noqa: E402
 from nurture.db.models import Enrollment, Lead, Message  # noqa: E402

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture.authoring.templates import SandboxExpressions, TemplateRenderer
+from nurture.authoring.expressions import SandboxExpressions
+from nurture.authoring.templates import TemplateRenderer
 from nurture.core.conditions import Expressions
 from nurture.delivery.sending import Sender
 from nurture.delivery.transports import Transport

@@ -8,38 +8,30 @@ data (dicts, strings, numbers): never ORM objects, so a template cannot reach th
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import (
+    Mapping,
+)
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from jinja2 import (
-    BaseLoader,
-    FileSystemLoader,
-    StrictUndefined,
     Template,
-    TemplateNotFound,
     TemplateSyntaxError,
-    UndefinedError,
     meta,
     nodes,
 )
-from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from nurture.authoring.lead_context import locale_chain
 from nurture.authoring.problems import Problem
-from nurture.core.leads import LEAD_FIELDS, display_name
+from nurture.authoring.render_limits import RenderLimits
+from nurture.authoring.sandbox import FolderLoader, describe, make_environment
 from nurture.tracking.links import template_urls
 
 SUBJECT_FILE = "<subject>"
 EXPRESSION_FILE = "<expr>"
 TEMPLATE_SUFFIXES = ("html", "txt")
-# What a template sees of a lead: its fields and its free-form attributes.
-TEMPLATE_LEAD_FIELDS = (*LEAD_FIELDS, "attributes")
-# Largest string or list a template may build with '*' (a sandbox must not eat the memory).
-MAX_REPEAT = 100_000
-MAX_POWER = 100
 # Compiled subject lines kept per renderer; a sequence has a handful, so this is never reached
 # in practice and only bounds memory if subjects are generated.
 MAX_CACHED_SUBJECTS = 1024
@@ -62,18 +54,6 @@ class MissingTemplate(TemplateProblem):
     """No file for a template name (neither the locale variant nor the default)."""
 
 
-class LeadData(Protocol):
-    """A lead's fields without the ORM object: a row of ``Lead``'s columns (id, email and
-    LEAD_FIELDS), read by attribute."""
-
-    id: int
-    email: str
-
-
-class ConditionError(ValueError):
-    """An ``expr:`` condition that does not compile or cannot be evaluated for a lead."""
-
-
 @dataclass(frozen=True)
 class RenderedEmail:
     """One email's content, and the template files it came from."""
@@ -88,41 +68,13 @@ class RenderedEmail:
     template_urls: frozenset[str] = frozenset()
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on ``*`` and ``**`` so a template cannot exhaust memory."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_POWER:
-            raise SecurityError(f"exponent {right} is too large")
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > MAX_REPEAT:
-                    raise SecurityError("repeating a string or list this many times")
-        return super().call_binop(context, operator, left, right)
-
-
-def make_environment(loader: BaseLoader | None, *, html: bool) -> ImmutableSandboxedEnvironment:
-    """The sandboxed environment: strict undefined, autoescape for HTML only."""
-    return _Sandbox(
-        loader=loader,
-        undefined=StrictUndefined,
-        autoescape=html,
-        trim_blocks=not html,
-        lstrip_blocks=not html,
-        keep_trailing_newline=True,
-    )
-
-
 class TemplateRenderer:
     """Renders email steps from a templates folder, with locale fallback."""
 
     def __init__(self, templates_dir: Path, default_locale: str = "en") -> None:
         self.templates_dir = templates_dir
         self.default_locale = default_locale
-        loader = FileSystemLoader(str(templates_dir))
+        loader = FolderLoader(templates_dir)
         self.html_env = make_environment(loader, html=True)
         self.text_env = make_environment(loader, html=False)
         # Compiling a subject costs ten times rendering it; every lead of a step has the same.
@@ -154,14 +106,15 @@ class TemplateRenderer:
         """Subject, HTML and text of one email; raise TemplateProblem naming file:line."""
         html_file = self._require(template, locale, "html")
         text_file = self._require(template, locale, "txt")
-        return RenderedEmail(
-            subject=self.render_subject(subject, context),
-            html=self._render(self.html_env, html_file, context),
-            text=self._render(self.text_env, text_file, context),
-            html_file=self.path_of(html_file),
-            text_file=self.path_of(text_file),
-            template_urls=self.literal_urls(html_file) | self.literal_urls(text_file),
-        )
+        with RenderLimits():  # one budget for the whole email
+            return RenderedEmail(
+                subject=self.render_subject(subject, context),
+                html=self._render(self.html_env, html_file, context),
+                text=self._render(self.text_env, text_file, context),
+                html_file=self.path_of(html_file),
+                text_file=self.path_of(text_file),
+                template_urls=self.literal_urls(html_file) | self.literal_urls(text_file),
+            )
 
     def literal_urls(self, name: str) -> frozenset[str]:
         """The URLs written literally in a template file and the templates it extends,
@@ -174,7 +127,8 @@ class TemplateRenderer:
     def render_subject(self, subject: str, context: Mapping[str, Any]) -> str:
         """The subject line on one line: lead data cannot inject a header with CR/LF."""
         try:
-            rendered = self._subject_template(subject).render(context)
+            with RenderLimits():
+                rendered = self._subject_template(subject).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, SUBJECT_FILE, self.templates_dir) from exc
         return " ".join(rendered.split())
@@ -202,7 +156,8 @@ class TemplateRenderer:
         self, env: ImmutableSandboxedEnvironment, name: str, context: Mapping[str, Any]
     ) -> str:
         try:
-            return env.get_template(name).render(context)
+            with RenderLimits():
+                return env.get_template(name).render(context)
         except Exception as exc:  # every failure becomes a located problem, never a traceback
             raise _located(exc, self.path_of(name), self.templates_dir) from exc
 
@@ -232,16 +187,6 @@ def _literal_urls(env: ImmutableSandboxedEnvironment, name: str) -> set[str]:
     return urls
 
 
-def locale_chain(locale: str) -> list[str]:
-    """Locale tags to try before the default: ``ko-KR`` -> ``['ko-KR', 'ko']``."""
-    tag = locale.strip().replace("_", "-")
-    chain = [tag] if tag else []
-    language = tag.split("-")[0]
-    if language and language not in chain:
-        chain.append(language)
-    return chain
-
-
 def is_safe_name(name: str) -> bool:
     """A template name stays inside the templates folder (no ``..``, no absolute path)."""
     parts = name.replace("\\", "/").split("/")
@@ -256,7 +201,7 @@ def _located(exc: BaseException, file: str, templates_dir: Path) -> TemplateProb
         where = exc.filename or file
         return TemplateProblem(_shown(where, file), exc.lineno, f"syntax error: {exc.message}")
     where, line = _template_frame(exc, file, templates_dir)
-    return TemplateProblem(where, line, _describe(exc))
+    return TemplateProblem(where, line, describe(exc))
 
 
 def _shown(filename: str, fallback: str) -> str:
@@ -274,146 +219,3 @@ def _template_frame(exc: BaseException, file: str, templates_dir: Path) -> tuple
         if path.suffix.lstrip(".") in TEMPLATE_SUFFIXES and path.resolve().is_relative_to(root):
             return frame.filename, frame.lineno or 1
     return file, 1
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SecurityError):
-        return f"refused by the sandbox: {exc}"
-    if isinstance(exc, UndefinedError):
-        return f"undefined variable: {exc.message}"
-    if isinstance(exc, TemplateNotFound):
-        return f"template '{exc.name}' not found"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def plain(value: Any) -> Any:
-    """Plain data only (dicts, lists, str, numbers, bool, None): anything else becomes text."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
-def build_context(
-    lead: Mapping[str, Any],
-    sender_name: str,
-    sender_email: str,
-    unsubscribe_url: str,
-    sequence_key: str,
-    sequence_name: str,
-    step_id: str,
-    *,
-    locale: str = "",
-) -> dict[str, Any]:
-    """What a template sees: ``lead``, ``sender``, ``unsubscribe_url``, ``sequence``,
-    ``step``, all plain data. ``lead.display_name`` is the full name in the order of the
-    locale the email is written in (``locale``, else the lead's own)."""
-    shown = plain(lead)
-    shown["display_name"] = display_name(
-        str(shown.get("first_name") or ""),
-        str(shown.get("last_name") or ""),
-        locale or str(shown.get("locale") or ""),
-    )
-    return {
-        "lead": shown,
-        "sender": {"name": sender_name, "email": sender_email},
-        "unsubscribe_url": unsubscribe_url,
-        "sequence": {"key": sequence_key, "name": sequence_name},
-        "step": {"id": step_id},
-    }
-
-
-def lead_fields(lead: LeadData) -> dict[str, Any]:
-    """The ``lead`` a template sees, copied out of the ORM object (or a row of its columns)."""
-    return {name: plain(getattr(lead, name)) for name in TEMPLATE_LEAD_FIELDS}
-
-
-_SAMPLE_PEOPLE = {
-    "ko": ("민준", "김", "한빛테크", "KR", "Asia/Seoul"),
-    "ja": ("陽翔", "佐藤", "さくらシステムズ", "JP", "Asia/Tokyo"),
-}
-_DEFAULT_PERSON = ("Alex", "Morgan", "Northwind Analytics", "US", "America/New_York")
-_SAMPLE_TITLES = {
-    "finance_leader": "Chief Financial Officer",
-    "it_director": "Director of IT",
-    "procurement_manager": "Procurement Manager",
-}
-
-
-def sample_lead(persona: str, journey_stage: str, locale: str) -> dict[str, Any]:
-    """A plausible lead of one persona, stage and locale (for validation and previews)."""
-    language = locale_chain(locale)[-1] if locale_chain(locale) else ""
-    first, last, company, country, zone = _SAMPLE_PEOPLE.get(language, _DEFAULT_PERSON)
-    return {
-        "first_name": first,
-        "last_name": last,
-        "email": "alex.morgan@northwind.example",
-        "company": company,
-        "title": _SAMPLE_TITLES.get(persona, persona.replace("_", " ").title()),
-        "industry": "Manufacturing",
-        "company_size": 250,
-        "country": country,
-        "timezone": zone,
-        "locale": locale,
-        "persona": persona,
-        "journey_stage": journey_stage,
-        "lifecycle_stage": "lead",
-        "attributes": {},
-    }
-
-
-@lru_cache(maxsize=1)
-def _expression_env() -> ImmutableSandboxedEnvironment:
-    return make_environment(None, html=False)
-
-
-def compile_condition(expr: str) -> Callable[[Mapping[str, Any]], bool]:
-    """An ``expr:`` condition (``lead.company_size >= 100``) as a test of a plain lead dict;
-    raise ConditionError when it does not compile (and, from the test, when it fails)."""
-    try:
-        compiled = _expression_env().compile_expression(expr, undefined_to_none=False)
-    except TemplateSyntaxError as exc:
-        raise ConditionError(f"expression {expr!r} does not compile: {exc.message}") from exc
-
-    def holds(lead: Mapping[str, Any]) -> bool:
-        try:
-            return bool(compiled(lead=plain(lead)))
-        except Exception as exc:  # the caller gets one error type, with the reason
-            raise ConditionError(f"expression {expr!r}: {_describe(exc)}") from exc
-
-    return holds
-
-
-def expression_names(expr: str) -> set[str]:
-    """Top-level names an expression reads (only ``lead`` and Jinja's globals exist)."""
-    try:
-        tree = Parser(_expression_env(), expr, state="variable").parse_expression()
-    except TemplateSyntaxError:
-        return set()
-    return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
-
-
-def unknown_expression_names(expr: str) -> set[str]:
-    """Names in an expression that will never be defined."""
-    return expression_names(expr) - {"lead"} - set(_expression_env().globals)
-
-
-class SandboxExpressions:
-    """``expr:`` conditions compiled in the sandbox once per source text (the
-    :class:`nurture.core.conditions.Expressions` the engine and the funnel are handed)."""
-
-    def __init__(self) -> None:
-        self._compiled: dict[str, Callable[[Mapping[str, Any]], bool]] = {}
-
-    def holds(self, source: str, lead: Mapping[str, Any]) -> bool:
-        """Whether the expression holds; one that does not compile or evaluate does not."""
-        try:
-            test = self._compiled.get(source)
-            if test is None:
-                test = self._compiled[source] = compile_condition(source)
-            return test(lead)
-        except ConditionError:  # e.g. a missing attribute compared to a number
-            return False

@@ -11,13 +11,9 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from nurture.authoring.lead_context import TEMPLATE_LEAD_FIELDS, sample_lead
 from nurture.authoring.problems import Problem, display_path
-from nurture.authoring.templates import (
-    TEMPLATE_LEAD_FIELDS,
-    TemplateProblem,
-    TemplateRenderer,
-    sample_lead,
-)
+from nurture.authoring.templates import TemplateProblem, TemplateRenderer
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
 from nurture.cli.output import SafeConsole, echo, echo_json
 from nurture.delivery.compose import PendingSend, compose_email

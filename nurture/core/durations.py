@@ -26,6 +26,13 @@ _UNITS = {
 }
 _PATTERN = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
 _BUSINESS = re.compile(r"^\s*(\d+)\s*business\s*days?\s*$")
+_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
+# The longest calendar wait: longer is a typo, and the engine's date arithmetic (now + wait,
+# then the send window) must stay far from the year 9999, where Python's datetime ends.
+MAX_WAIT = timedelta(days=3650)
+# The most business days one wait may count (about four years of weekdays): add_wait steps
+# through them one by one.
+MAX_BUSINESS_DAYS = 1000
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,11 @@ def parse_duration(text: str | int) -> Duration:
     raw = str(text).strip().lower()
     business = _BUSINESS.match(raw)
     if business:
-        count = int(business.group(1))
+        count = _count(business.group(1))
         if count == 0:
             raise ValueError(f"bad duration {text!r}: business days must be at least 1")
+        if count > MAX_BUSINESS_DAYS:
+            raise ValueError(f"bad duration {text!r}: at most {MAX_BUSINESS_DAYS} business days")
         return Duration(business_days=count)
     match = _PATTERN.match(raw)
     if not match or match.group(2) not in _UNITS:
@@ -65,4 +74,15 @@ def parse_duration(text: str | int) -> Duration:
             f"bad duration {text!r}: use a number and a unit, e.g. '3d', '12h', '90m', '1w' "
             "or '2 business days'"
         )
-    return Duration(span=timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}))
+    unit = _UNITS[match.group(2)]
+    count = _count(match.group(1))
+    if count * _SECONDS[unit] > MAX_WAIT.total_seconds():  # checked before timedelta overflows
+        raise ValueError(f"bad duration {text!r}: at most {MAX_WAIT.days}d (about ten years)")
+    return Duration(span=timedelta(**{unit: count}))
+
+
+def _count(digits: str) -> int:
+    """The number written; one of more than 12 digits is over every limit anyway (and
+    int() refuses 4,300)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 12 else 10**12

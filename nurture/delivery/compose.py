@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from nurture.authoring.templates import TemplateRenderer, build_context
+from nurture.authoring.lead_context import build_context
+from nurture.authoring.templates import TemplateRenderer
 from nurture.delivery.mime import OutgoingEmail, make_message_id
 from nurture.settings import Settings
 from nurture.tracking.links import TrackedLink, track, tracking_for
@@ -80,7 +81,8 @@ def compose_email(
     domain = settings.sender_email.rpartition("@")[2] or "nurture.local"
     email = OutgoingEmail(
         to_email=lead["email"],
-        to_name=context["lead"]["display_name"],
+        # On one line, as the subject is (render_subject): a line break is no header.
+        to_name=" ".join(str(context["lead"]["display_name"]).split()),
         from_email=settings.sender_email,
         from_name=settings.sender_name,
         reply_to=settings.reply_to,

@@ -8,52 +8,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.errors
-import email.policy
 import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
-from functools import lru_cache
 from typing import Any, cast
 
 import css_inline
 
-
-class _CachedHeaderRegistry(HeaderRegistry):
-    """The stdlib registry creates a new header class on every lookup (dozens per message);
-    those classes are interchangeable, so one per header name is kept."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type[BaseHeader]] = {}
-
-    def map_to_type(self, name: str, cls: type[BaseHeader]) -> None:
-        super().map_to_type(name, cls)
-        self._classes.clear()
-
-    def __getitem__(self, name: str) -> type[BaseHeader]:
-        key = name.lower()
-        found = self._classes.get(key)
-        if found is None:
-            found = self._classes[key] = super().__getitem__(name)
-        return found
-
-
-# email.policy.SMTP (CRLF, RFC 2047 headers) with two changes:
-# - cte_type="7bit": bodies get quoted-printable/base64 when needed, so every byte on the wire
-#   is ASCII and no line exceeds 78 characters (no reliance on the server's 8BITMIME, and
-#   css_inline's one-line HTML cannot break the 998-character SMTP limit).
-# - refold_source="none": headers stored raw (List-Unsubscribe) are emitted as we folded them.
-#   The stdlib would otherwise turn a long signed URL into RFC 2047 encoded-words, which no
-#   mail client decodes inside List-Unsubscribe.
-POLICY = email.policy.SMTP.clone(
-    cte_type="7bit", refold_source="none", header_factory=_CachedHeaderRegistry()
+from nurture.delivery.headers import (
+    MAX_LINE,
+    POLICY,
+    idna_domain,
+    normalize_address,
+    set_header,
+    set_mailbox_header,
 )
-MAX_LINE = 78  # POLICY.max_line_length
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -81,9 +53,6 @@ RESERVED_HEADERS = frozenset(
 # RFC 5322 atext plus dots: what may appear on either side of the @ in a Message-ID.
 _ID_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
-# A header value the stdlib would emit unchanged when it fits on one line: printable ASCII
-# words separated by single spaces (anything else is folded by the stdlib itself).
-_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
 # Characters allowed in a URI inside <...> of List-Unsubscribe (RFC 3986 minus "," and "<>").
 _URI = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+;=%]+$")
 # Fields of OutgoingEmail that become header text; a line break there would inject headers.
@@ -134,22 +103,10 @@ def make_message_id(token: str, domain: str) -> str:
             f"Message-ID token {token!r} must be dot-separated letters, digits "
             "or !#$%&'*+/=?^_`{|}~-"
         )
-    ascii_domain = _idna(domain, "Message-ID domain")
+    ascii_domain = idna_domain(domain, "Message-ID domain")
     if not _ID_PART.match(ascii_domain):
         raise ValueError(f"Message-ID domain {domain!r} is not a valid domain")
     return f"<{token}@{ascii_domain}>"
-
-
-def normalize_address(address: str, place: str = "address") -> str:
-    """Return ``address`` with an ASCII (IDNA) domain; reject what needs SMTPUTF8."""
-    local, at, domain = address.strip().rpartition("@")
-    if not at or not local or not domain:
-        raise ValueError(f"{place}: {address!r} is not an email address (missing local@domain)")
-    if not local.isascii():
-        raise ValueError(
-            f"{place}: {address!r} has a non-ASCII local part, which needs SMTPUTF8 (not supported)"
-        )
-    return f"{local}@{_idna(domain, place)}"
 
 
 def build_message(email: OutgoingEmail) -> EmailMessage:
@@ -160,19 +117,18 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
     msg = EmailMessage(policy=POLICY)
     # Headers are stored folded (set_raw), as the stdlib would fold them on output: its
     # header objects cost more than the rest of the message (see _header).
-    sender = _address(email.from_name, email.from_email, "OutgoingEmail.from_email")
-    _header(msg, "From", str(sender))
-    _header(msg, "To", str(_address(email.to_name, email.to_email, "OutgoingEmail.to_email")))
+    set_mailbox_header(msg, "From", email.from_name, email.from_email, "OutgoingEmail.from_email")
+    set_mailbox_header(msg, "To", email.to_name, email.to_email, "OutgoingEmail.to_email")
     if email.reply_to:
-        _header(msg, "Reply-To", str(_address("", email.reply_to, "OutgoingEmail.reply_to")))
-    _header(msg, "Subject", email.subject)
-    _header(msg, "Date", format_datetime(_aware(email.date)))
-    _header(msg, "Message-ID", _message_id(email.message_id))
-    _header(msg, "MIME-Version", "1.0")
+        set_mailbox_header(msg, "Reply-To", "", email.reply_to, "OutgoingEmail.reply_to")
+    set_header(msg, "Subject", email.subject)
+    set_header(msg, "Date", format_datetime(_aware(email.date)))
+    set_header(msg, "Message-ID", _message_id(email.message_id))
+    set_header(msg, "MIME-Version", "1.0")
     msg.set_raw("List-Unsubscribe", _list_unsubscribe(email))
-    _header(msg, "List-Unsubscribe-Post", ONE_CLICK)
+    set_header(msg, "List-Unsubscribe-Post", ONE_CLICK)
     for name, value in email.headers:
-        _header(msg, name, value)
+        set_header(msg, name, value)
     msg.set_raw(
         "Content-Type", f'multipart/alternative;\n boundary="{_boundary(email.message_id)}"'
     )
@@ -252,31 +208,6 @@ _INLINER = css_inline.CSSInliner(
 )
 
 
-def _header(msg: EmailMessage, name: str, value: str) -> None:
-    """Add a header already folded, so serializing emits it as it is."""
-    if len(name) + 2 + len(value) <= MAX_LINE and "=?" not in value and _PLAIN_VALUE.match(value):
-        msg.set_raw(name, value)  # the stdlib's folding would leave it exactly so
-        return
-    folded = _folded(name, value)
-    if folded is None:
-        msg[name] = value
-    else:
-        msg.set_raw(name, folded)
-
-
-@lru_cache(maxsize=1024)
-def _folded(name: str, value: str) -> str | None:
-    """``value`` folded by the stdlib (RFC 2047 encoded-words, line breaks), without the
-    ``Name: `` label and the final line end; cached, as sender and fixed headers repeat.
-    None when the stdlib starts the value on a continuation line (or it is empty), which
-    ``set_raw`` cannot write byte for byte."""
-    folded: str = POLICY.header_factory(name, value).fold(policy=POLICY)
-    label = f"{name}: "
-    if not folded.startswith(label):
-        return None
-    return folded[len(label) :].removesuffix(POLICY.linesep)
-
-
 # Every character str.splitlines() breaks on (the email package writes some of them as a
 # CRLF), and the other controls except tab (folding whitespace): none belongs in a header.
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
@@ -290,24 +221,6 @@ def _check_fields(email: OutgoingEmail) -> None:
     for name in ("text", "html"):
         if not getattr(email, name).strip():
             raise ValueError(f"OutgoingEmail.{name} is empty; every email needs text and HTML")
-
-
-def _idna(domain: str, place: str) -> str:
-    if domain.isascii():
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"{place}: domain {domain!r} cannot be IDNA-encoded: {exc}") from exc
-
-
-@lru_cache(maxsize=1024)
-def _address(display_name: str, address: str, place: str) -> Address:
-    addr_spec = normalize_address(address, place)
-    try:
-        return Address(display_name=display_name, addr_spec=addr_spec)
-    except (ValueError, email.errors.HeaderParseError) as exc:
-        raise ValueError(f"{place}: {address!r} is not a valid email address: {exc}") from exc
 
 
 def _aware(date: datetime) -> datetime:

@@ -22,7 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
-from nurture.delivery.mime import normalize_address, serialize
+from nurture.delivery.headers import normalize_address
+from nurture.delivery.mime import serialize
 
 Security = Literal["none", "starttls", "ssl"]
 

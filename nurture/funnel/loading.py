@@ -17,9 +17,9 @@ import holidays
 from pydantic import ValidationError
 
 from nurture.authoring.errors import validation_problems as pydantic_problems
+from nurture.authoring.expressions import ConditionError, compile_condition
 from nurture.authoring.problems import Problem
 from nurture.authoring.sources import files_of_kind
-from nurture.authoring.templates import ConditionError, compile_condition
 from nurture.authoring.yamlsource import LineMap, YamlSourceError, load_yaml
 from nurture.core.stages import LifecycleStage
 from nurture.core.vocabulary import ENGAGEMENT_EVENTS

@@ -6,6 +6,7 @@ from __future__ import annotations
 from itertools import product
 from pathlib import Path
 
+from nurture.authoring.lead_context import build_context, sample_lead
 from nurture.authoring.problems import Problem
 from nurture.authoring.templates import (
     SUBJECT_FILE,
@@ -13,9 +14,7 @@ from nurture.authoring.templates import (
     MissingTemplate,
     TemplateProblem,
     TemplateRenderer,
-    build_context,
     is_safe_name,
-    sample_lead,
 )
 from nurture.authoring.yamlsource import Loc
 from nurture.program.structure import error, steps_of_kind

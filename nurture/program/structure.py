@@ -8,13 +8,13 @@ import difflib
 from collections.abc import Iterator, Sequence
 from itertools import product
 
-from nurture.authoring.problems import Problem
-from nurture.authoring.templates import (
+from nurture.authoring.expressions import (
     ConditionError,
     compile_condition,
-    sample_lead,
     unknown_expression_names,
 )
+from nurture.authoring.lead_context import sample_lead
+from nurture.authoring.problems import Problem
 from nurture.authoring.yamlsource import Loc
 from nurture.core.conditions import Condition
 from nurture.sequences.loading import SourcedSequence

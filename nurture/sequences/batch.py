@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from nurture.authoring.templates import LeadData, lead_fields
+from nurture.authoring.lead_context import LeadData, lead_fields
 from nurture.core.conditions import Activity
 from nurture.core.leads import LEAD_FIELDS
 from nurture.core.vocabulary import DELIVERY_EVENTS

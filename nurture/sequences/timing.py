@@ -128,6 +128,7 @@ def add_wait(
     A resulting local time in a DST gap moves to the first valid instant after it.
     """
     _require_aware(start, "start")
+    _require_room(start, wait)
     if not wait.is_business:
         return start.astimezone(UTC) + wait.span
     return add_business_days(start, wait.business_days, zone, is_business_day)
@@ -140,9 +141,14 @@ def add_business_days(
     _require_aware(start, "start")
     local = start.astimezone(zone)
     day = local.date()
-    for _ in range(days):
-        day = next_business_day(day, is_business_day)
-    return localize(datetime.combine(day, local.time()), zone).astimezone(UTC)
+    try:
+        for _ in range(days):
+            day = next_business_day(day, is_business_day)
+        return localize(datetime.combine(day, local.time()), zone).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"{days} business days from {start.isoformat()} end after the year 9999"
+        ) from None
 
 
 def next_business_day(day: date, is_business_day: Callable[[date], bool]) -> date:
@@ -274,6 +280,16 @@ def _joined(pieces: list[tuple[int, int]]) -> tuple[Interval, ...]:
 
 def _utc(second: int) -> datetime:
     return datetime.fromtimestamp(second, UTC)
+
+
+def _require_room(start: datetime, wait: Duration) -> None:
+    """A wait that would end near the end of datetime (the year 9999) is a ValueError that
+    says so, not an OverflowError from the arithmetic after it."""
+    # Business days: weekends and holidays at most about double them (a calendar that
+    # closes more is caught in add_business_days); then the send-window search.
+    days = 2 * wait.business_days + SEARCH_DAYS + 1
+    if datetime.max.replace(tzinfo=UTC) - start < wait.span + timedelta(days=days):
+        raise ValueError(f"a wait of {wait} from {start.isoformat()} ends after the year 9999")
 
 
 def _require_aware(value: datetime, name: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from nurture.authoring.templates import SandboxExpressions
+from nurture.authoring.expressions import SandboxExpressions
 from nurture.funnel.funnel import Funnel
 from nurture.funnel.loading import load_lifecycle
 from nurture.runtime import Runtime

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from support.engine import SECRET, TEMPLATES
 
-from nurture.authoring.templates import TemplateRenderer, build_context
+from nurture.authoring.lead_context import build_context
+from nurture.authoring.templates import TemplateRenderer
 from nurture.core.leads import display_name
 from nurture.delivery.compose import PendingSend, compose_email
 from nurture.delivery.mime import build_message, serialize

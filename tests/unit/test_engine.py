@@ -232,7 +232,7 @@ def test_cap_settings_are_respected() -> None:
 
 
 def test_expression_conditions_run_in_the_sandbox() -> None:
-    from nurture.authoring.templates import SandboxExpressions
+    from nurture.authoring.expressions import SandboxExpressions
     from nurture.core.conditions import Condition, holds
 
     lead = {**SEOUL_LEAD, "attributes": {"erp": "SAP"}}

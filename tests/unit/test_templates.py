@@ -7,16 +7,9 @@ from typing import Any
 
 import pytest
 
-from nurture.authoring.templates import (
-    ConditionError,
-    MissingTemplate,
-    TemplateProblem,
-    TemplateRenderer,
-    build_context,
-    compile_condition,
-    lead_fields,
-    sample_lead,
-)
+from nurture.authoring.expressions import ConditionError, compile_condition
+from nurture.authoring.lead_context import build_context, lead_fields, sample_lead
+from nurture.authoring.templates import MissingTemplate, TemplateProblem, TemplateRenderer
 from nurture.db.models import Lead
 
 LAYOUT_HTML = """\
