@@ -68,6 +68,7 @@ def demo(
     """The main job on the embedded default: fresh SQLite, sample leads, simulated weeks."""
     from nurture.leads.importer import import_leads
 
+    _require_demo_files(leads)
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -89,6 +90,25 @@ def demo(
     report = simulate(rt, DEMO_START, timedelta(weeks=weeks))
     _print_simulation(rt, report, outbox, time.monotonic() - started)
     rt.close()
+
+
+def _require_demo_files(leads: Path) -> None:
+    """The demo runs the project's own program on its sample leads: from anywhere else it
+    says what it is missing instead of failing half-way."""
+    settings = load_settings()
+    missing = [
+        str(path)
+        for path in (leads, settings.sequences_dir, settings.templates_dir)
+        if not path.exists()
+    ]
+    if missing:
+        console.print(
+            f"[red]nurture demo needs {', '.join(missing)}[/]: run it from the project "
+            "folder (make demo), or pass --leads and set NURTURE_SEQUENCES_DIR and "
+            "NURTURE_TEMPLATES_DIR",
+            highlight=False,
+        )
+        raise typer.Exit(2)
 
 
 def _print_simulation(rt: Runtime, report: SimulationReport, outbox: Path, seconds: float) -> None:
